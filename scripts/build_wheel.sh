@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Build the sparktrends abi3 wheel with maturin and install it into .venv: the same file the Spark image
+# installs, so executors import exactly what the tests import.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${CARGO_TARGET_DIR:-target}/wheels"
+rm -f "$out"/sparktrends-*.whl
+.venv/bin/maturin build --release --quiet --out "$out" 2>&1 | grep -vE '^\s*(Compiling|Downloaded|Downloading)' || true
+wheel=$(ls "$out"/sparktrends-*.whl)
+.venv/bin/pip install --quiet --force-reinstall --no-deps "$wheel"
+echo "wheel: installed $(basename "$wheel")"

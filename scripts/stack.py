@@ -1,0 +1,706 @@
+"""The local SparkTrends stack: PostgreSQL, Apache Kafka (KRaft) and a Spark standalone cluster on loopback.
+
+    python scripts/stack.py deps     resolve the broker classpath and the Spark connector jars (Maven)
+    python scripts/stack.py up       start what is not running, apply migrations, create topics
+    python scripts/stack.py status   one line per service: state, pid, endpoint
+    python scripts/stack.py down     stop everything this stack started
+    python scripts/stack.py logs [service] [-f]
+
+All state and logs live under .stack/ (git-ignored). Versions come from versions.env, ports and
+credentials from the environment (see `settings()`), so the same file drives CI and a laptop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = Path(os.environ.get("SPARKTRENDS_STACK_DIR", REPO / ".stack"))
+CACHE = Path(os.environ.get("SPARKTRENDS_CACHE", Path.home() / ".cache" / "sparktrends"))
+LOGS, RUN, DATA, CONF = STACK / "logs", STACK / "run", STACK / "data", STACK / "conf"
+
+
+class StackError(RuntimeError):
+    """A failure the user can act on; printed without a traceback."""
+
+
+def log(msg: str) -> None:
+    print(f"stack: {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def read_pins(path: Path = REPO / "versions.env") -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pins[key.strip()] = value.strip()
+    return pins
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    pins: dict[str, str]
+    pg_port: int
+    pg_user: str
+    pg_password: str
+    pg_db: str
+    kafka_port: int
+    kafka_controller_port: int
+    master_port: int
+    master_ui_port: int
+    worker_ui_port: int
+    worker_cores: int
+    worker_memory: str
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.master_port}"
+
+    def client_env(self) -> dict[str, str]:
+        """What a client of the stack (tests, jobs, ingest) needs in its environment."""
+        return {
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(self.pg_port),
+            "POSTGRES_USER": self.pg_user,
+            "POSTGRES_PASSWORD": self.pg_password,
+            "POSTGRES_DB": self.pg_db,
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "SPARK_MASTER_URL": self.master_url,
+            "SPARK_MASTER_UI": f"http://127.0.0.1:{self.master_ui_port}",
+        }
+
+
+def settings() -> Settings:
+    env = os.environ.get
+    return Settings(
+        pins=read_pins(),
+        pg_port=int(env("POSTGRES_PORT", "55432")),
+        pg_user=env("POSTGRES_USER", "sparktrends"),
+        # A loopback-only development default; set POSTGRES_PASSWORD to override it.
+        pg_password=env("POSTGRES_PASSWORD", "sparktrends-local"),
+        pg_db=env("POSTGRES_DB", "sparktrends"),
+        kafka_port=int(env("KAFKA_PORT", "9092")),
+        kafka_controller_port=int(env("KAFKA_CONTROLLER_PORT", "9093")),
+        master_port=int(env("SPARK_MASTER_PORT", "7077")),
+        master_ui_port=int(env("SPARK_MASTER_WEBUI_PORT", "8080")),
+        worker_ui_port=int(env("SPARK_WORKER_WEBUI_PORT", "8081")),
+        # More slots than physical cores on purpose: the pipeline runs several small streaming
+        # applications at once and each needs an executor core of its own.
+        worker_cores=int(env("SPARK_WORKER_CORES", "6")),
+        worker_memory=env("SPARK_WORKER_MEMORY", "6g"),
+    )
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def spark_connector_artifacts(pins: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(group, artifact, version) of the jars Spark needs on top of its own: the same list the image bakes in."""
+    scala, spark = pins["SCALA_BINARY_VERSION"], pins["SPARK_VERSION"]
+    return [
+        ("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark),
+        ("org.apache.spark", f"spark-token-provider-kafka-0-10_{scala}", spark),
+        ("org.apache.kafka", "kafka-clients", pins["KAFKA_CLIENTS_VERSION"]),
+        ("org.apache.commons", "commons-pool2", pins["COMMONS_POOL2_VERSION"]),
+        ("org.postgresql", "postgresql", pins["POSTGRES_JDBC_VERSION"]),
+    ]
+
+
+def jar_sha_key(artifact: str) -> str:
+    """versions.env key holding a jar's SHA-256, e.g. spark-sql-kafka-0-10_2.13 -> SHA256_SPARK_SQL_KAFKA."""
+    base = re.sub(r"(-0-10)?_\d+\.\d+$", "", artifact)
+    return "SHA256_" + re.sub(r"[^A-Za-z0-9]", "_", base).upper()
+
+
+def maven_copy(deps: list[tuple[str, str, str]], dest: Path, transitive: bool) -> None:
+    """Resolve `deps` from Maven Central into `dest` with `mvn dependency:copy-dependencies`."""
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) is not installed: run scripts/bootstrap.sh")
+    work = dest.parent / f".{dest.name}.resolve"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    dep_xml = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    (work / "pom.xml").write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>sparktrends</groupId><artifactId>resolve</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{dep_xml}</dependencies></project>"
+    )
+    cmd = ["mvn", "-q", "-B", "-s", str(REPO / "scripts" / "maven-settings.xml"), "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+           "-DincludeScope=runtime", f"-DoutputDirectory={work / 'out'}"]
+    if not transitive:
+        cmd.append("-DexcludeTransitive=true")
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"Maven resolution failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+    shutil.rmtree(dest, ignore_errors=True)
+    (work / "out").rename(dest)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def kafka_libs(pins: dict[str, str]) -> Path:
+    version = pins["KAFKA_BROKER_VERSION"]
+    libs = CACHE / f"kafka_2.13-{version}" / "libs"
+    if not (libs / f"kafka_2.13-{version}.jar").exists():
+        log(f"resolving the Apache Kafka {version} broker classpath from Maven Central ...")
+        # Kafka's own distribution logs through slf4j-reload4j; without a binding the broker logs nothing.
+        maven_copy(
+            [("org.apache.kafka", "kafka_2.13", version), ("org.slf4j", "slf4j-reload4j", "1.7.36")],
+            libs,
+            transitive=True,
+        )
+        log(f"kafka broker classpath: {len(list(libs.glob('*.jar')))} jars in {libs}")
+    return libs
+
+
+def connector_jars(pins: dict[str, str]) -> list[Path]:
+    """The pinned connector + JDBC jars, downloaded once and checked against versions.env's SHA-256 sums."""
+    artifacts = spark_connector_artifacts(pins)
+    cache = CACHE / f"spark-jars-{pins['SPARK_VERSION']}"
+    jars = [cache / f"{a}-{v}.jar" for _, a, v in artifacts]
+    if not all(j.exists() for j in jars):
+        log(f"resolving Spark {pins['SPARK_VERSION']} connector and JDBC jars from Maven Central ...")
+        maven_copy(artifacts, cache, transitive=False)
+    for (_, artifact, _), jar in zip(artifacts, jars):
+        expected = pins.get(jar_sha_key(artifact))
+        actual = hashlib.sha256(jar.read_bytes()).hexdigest()
+        if expected is None:
+            raise StackError(f"versions.env has no {jar_sha_key(artifact)} (sha256 of {jar.name} is {actual})")
+        if actual != expected:
+            raise StackError(f"{jar.name}: sha256 {actual} does not match versions.env ({expected})")
+    return jars
+
+
+def install_connector_jars(pins: dict[str, str]) -> None:
+    """Put the connector jars into $SPARK_HOME/jars: the layout of the Docker image, so master, worker,
+    driver and executors all see them without per-job --jars flags."""
+    target = spark_home() / "jars"
+    for jar in connector_jars(pins):
+        dest = target / jar.name
+        if not dest.exists():
+            shutil.copy2(jar, dest)
+
+
+def cmd_deps(_: argparse.Namespace) -> None:
+    s = settings()
+    check_java()
+    kafka_libs(s.pins)
+    install_connector_jars(s.pins)
+    log("dependencies ready")
+
+
+# --------------------------------------------------------------------------- process helpers
+
+
+def check_java() -> None:
+    java = shutil.which("java")
+    if java is None:
+        raise StackError("Java is not installed (Kafka and Spark need Java 17): run scripts/bootstrap.sh")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    if not match or int(match.group(1)) < 17:
+        raise StackError(f"Java 17 or newer is required, found: {out.splitlines()[0] if out else '?'}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive: it only waits to be reaped.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, log_file: Path,
+               pid: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if pid is not None and not pid_alive(pid):
+            raise StackError(f"{what} exited during start-up; last lines of {log_file}:\n{tail(log_file, 25)}")
+        time.sleep(0.5)
+    raise StackError(f"{what} did not come up within {timeout:.0f}s; last lines of {log_file}:\n"
+                     f"{tail(log_file, 25)}")
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def require_free(port: int, service: str, env_name: str) -> None:
+    if port_open(port):
+        raise StackError(f"port {port} ({service}) is already in use by another process: stop it, or set "
+                         f"{env_name} to a free port")
+
+
+def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Start a long-running service detached from this process, logging to .stack/logs/<name>.log."""
+    log_path = LOGS / f"{name}.log"
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=STACK)
+    (RUN / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def terminate(name: str, grace: float = 30.0) -> bool:
+    pid_file = RUN / f"{name}.pid"
+    pid = read_pid(pid_file)
+    if not pid_alive(pid):
+        pid_file.unlink(missing_ok=True)
+        return False
+    assert pid is not None
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if pid_alive(pid):
+        log(f"{name} ignored SIGTERM for {grace:.0f}s; killing it")
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def pg_bindir() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    raise StackError("PostgreSQL server binaries not found: run scripts/bootstrap.sh (installs Debian's postgresql)")
+
+
+def pg_runner() -> list[str]:
+    """initdb and postgres refuse to run as root; as root, run them as the `postgres` system user."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+                       check=True)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+def grant_traverse(path: Path) -> None:
+    """Let the postgres user reach its data directory inside a root-owned checkout (e.g. a 0700 mktemp dir):
+    add only the search bit to ancestors that lack it."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
+PG_DATA = DATA / "postgres"
+
+
+def pg_pid() -> int | None:
+    return read_pid(PG_DATA / "postmaster.pid")
+
+
+def pg_healthy(s: Settings) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=s.pg_port, user=s.pg_user, password=s.pg_password,
+                             dbname="postgres", connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except Exception:
+        return False
+
+
+def start_postgres(s: Settings) -> None:
+    if pid_alive(pg_pid()) and pg_healthy(s):
+        log(f"postgres already running on 127.0.0.1:{s.pg_port}")
+    else:
+        require_free(s.pg_port, "postgres", "POSTGRES_PORT")
+        bindir, runner = pg_bindir(), pg_runner()
+        if not (PG_DATA / "PG_VERSION").exists():
+            log(f"initialising a private PostgreSQL cluster in {PG_DATA}")
+            shutil.rmtree(PG_DATA, ignore_errors=True)
+            PG_DATA.mkdir(parents=True)
+            pwfile = RUN / "pg.pw"
+            pwfile.write_text(s.pg_password + "\n")
+            if runner:
+                grant_traverse(STACK)
+                shutil.chown(PG_DATA, "postgres")
+                shutil.chown(pwfile, "postgres")
+            pwfile.chmod(0o600)
+            try:
+                result = subprocess.run(
+                    [*runner, str(bindir / "initdb"), "-D", str(PG_DATA), "-U", s.pg_user, f"--pwfile={pwfile}",
+                     "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"],
+                    capture_output=True, text=True)
+            finally:
+                pwfile.unlink(missing_ok=True)
+            if result.returncode != 0:
+                raise StackError(f"initdb failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        log_path = LOGS / "postgres.log"
+        if runner:
+            log_path.touch()
+            shutil.chown(log_path, "postgres")
+        # TCP on loopback only; no unix socket, so deep checkout paths cannot hit the socket-path length limit.
+        opts = f"-p {s.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=on"
+        result = subprocess.run(
+            [*runner, str(bindir / "pg_ctl"), "-D", str(PG_DATA), "-l", str(log_path), "-o", opts,
+             "-w", "-t", "60", "start"], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"postgres did not start:\n{result.stdout}{result.stderr}\n{tail(log_path, 20)}")
+        wait_until("postgres", lambda: pg_healthy(s), 30, log_path)
+        log(f"postgres up on 127.0.0.1:{s.pg_port} (pid {pg_pid()})")
+    os.environ.update(s.client_env())
+    sys.path.insert(0, str(REPO / "scripts"))
+    import migrate
+
+    if migrate.ensure_database(s.pg_db):
+        log(f"created database {s.pg_db}")
+    applied = migrate.migrate(s.pg_db)
+    log(f"migrations: {', '.join(applied) if applied else 'up to date'}")
+
+
+def stop_postgres() -> bool:
+    if not pid_alive(pg_pid()):
+        return False
+    subprocess.run([*pg_runner(), str(pg_bindir() / "pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"],
+                   capture_output=True, text=True)
+    return True
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+KAFKA_DATA = DATA / "kafka"
+
+
+def kafka_config(s: Settings) -> Path:
+    conf_dir = CONF / "kafka"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{s.kafka_controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(KAFKA_DATA),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.cleaner.min.compaction.lag.ms": "0",
+    }
+    path = conf_dir / "server.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    (conf_dir / "log4j.properties").write_text(
+        "log4j.rootLogger=INFO, stdout\n"
+        "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+        "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+        "log4j.logger.kafka=INFO\nlog4j.logger.org.apache.kafka=INFO\n"
+        "log4j.logger.kafka.request.logger=WARN\nlog4j.logger.state.change.logger=WARN\n"
+    )
+    return path
+
+
+def kafka_healthy(s: Settings) -> bool:
+    if not port_open(s.kafka_port):
+        return False
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        AdminClient({"bootstrap.servers": s.kafka_bootstrap}).list_topics(timeout=3)
+        return True
+    except Exception:
+        return False
+
+
+def start_kafka(s: Settings) -> None:
+    if pid_alive(read_pid(RUN / "kafka.pid")) and kafka_healthy(s):
+        log(f"kafka already running on {s.kafka_bootstrap}")
+    else:
+        require_free(s.kafka_port, "kafka", "KAFKA_PORT")
+        require_free(s.kafka_controller_port, "kafka controller", "KAFKA_CONTROLLER_PORT")
+        libs, config = kafka_libs(s.pins), kafka_config(s)
+        classpath = f"{libs}/*"
+        log4j = f"-Dlog4j.configuration=file:{CONF / 'kafka' / 'log4j.properties'}"
+        if not (KAFKA_DATA / "meta.properties").exists():
+            # KRaft storage is formatted once with a fresh cluster id; later starts reuse it.
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            KAFKA_DATA.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run(["java", log4j, "-cp", classpath, "kafka.tools.StorageTool", "format",
+                                     "-t", cluster_id, "-c", str(config)], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise StackError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+            log(f"formatted KRaft storage in {KAFKA_DATA} (cluster {cluster_id})")
+        pid = spawn("kafka", ["java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                              log4j, "-cp", classpath, "kafka.Kafka", str(config)])
+        wait_until("kafka", lambda: kafka_healthy(s), 90, LOGS / "kafka.log", pid)
+        log(f"kafka up on {s.kafka_bootstrap} (pid {pid})")
+    create_topics(s)
+
+
+def create_topics(s: Settings) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    spec = json.loads((REPO / "contracts" / "topics.json").read_text())["topics"]
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [NewTopic(t["name"], num_partitions=t["partitions"], replication_factor=1, config=t["config"])
+              for t in spec if t["name"] not in existing]
+    for name, future in admin.create_topics(wanted, operation_timeout=30).items() if wanted else []:
+        future.result()
+        log(f"created topic {name}")
+    if not wanted:
+        log(f"topics: all {len(spec)} present")
+
+
+# --------------------------------------------------------------------------- Spark standalone
+
+
+def spark_env(s: Settings) -> dict[str, str]:
+    conf = CONF / "spark"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "log4j2.properties").write_text(
+        "rootLogger.level = info\nrootLogger.appenderRef.stdout.ref = console\n"
+        "appender.console.type = Console\nappender.console.name = console\nappender.console.target = SYSTEM_ERR\n"
+        "appender.console.layout.type = PatternLayout\n"
+        "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex\n"
+        "logger.jetty.name = org.sparkproject.jetty\nlogger.jetty.level = warn\n"
+    )
+    return {
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_CONF_DIR": str(conf),
+        "SPARK_LOG_DIR": str(LOGS),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOCAL_DIRS": str(DATA / "spark-local"),
+        "SPARK_DAEMON_MEMORY": "512m",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+
+
+def master_state(s: Settings) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.master_ui_port}/json/", timeout=2) as resp:
+            return json.load(resp)
+    except Exception:
+        return None
+
+
+def alive_workers(s: Settings) -> int:
+    state = master_state(s) or {}
+    return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")
+
+
+def start_spark(s: Settings) -> None:
+    env = spark_env(s)
+    spark_class = str(spark_home() / "bin" / "spark-class")
+    if pid_alive(read_pid(RUN / "spark-master.pid")) and (master_state(s) or {}).get("status") == "ALIVE":
+        log(f"spark master already running at {s.master_url}")
+    else:
+        require_free(s.master_port, "spark master", "SPARK_MASTER_PORT")
+        require_free(s.master_ui_port, "spark master UI", "SPARK_MASTER_WEBUI_PORT")
+        pid = spawn("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                     "--port", str(s.master_port), "--webui-port", str(s.master_ui_port)], env)
+        wait_until("spark master", lambda: (master_state(s) or {}).get("status") == "ALIVE", 60,
+                   LOGS / "spark-master.log", pid)
+        log(f"spark master up at {s.master_url}, UI http://127.0.0.1:{s.master_ui_port} (pid {pid})")
+    if pid_alive(read_pid(RUN / "spark-worker.pid")) and alive_workers(s) > 0:
+        log("spark worker already running")
+    else:
+        require_free(s.worker_ui_port, "spark worker UI", "SPARK_WORKER_WEBUI_PORT")
+        work_dir = DATA / "spark-work"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        pid = spawn("spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker", s.master_url,
+                                     "--host", "127.0.0.1", "--webui-port", str(s.worker_ui_port),
+                                     "--cores", str(s.worker_cores), "--memory", s.worker_memory,
+                                     "--work-dir", str(work_dir)], env)
+        wait_until("spark worker", lambda: alive_workers(s) > 0, 60, LOGS / "spark-worker.log", pid)
+        log(f"spark worker up ({s.worker_cores} cores, {s.worker_memory}), UI http://127.0.0.1:{s.worker_ui_port} "
+            f"(pid {pid})")
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def cmd_up(_: argparse.Namespace) -> None:
+    s = settings()
+    check_java()
+    for d in (LOGS, RUN, DATA, CONF):
+        d.mkdir(parents=True, exist_ok=True)
+    install_connector_jars(s.pins)
+    started = time.monotonic()
+    start_postgres(s)
+    start_kafka(s)
+    start_spark(s)
+    (STACK / "env").write_text("".join(f"{k}={v}\n" for k, v in s.client_env().items()
+                                       if k != "POSTGRES_PASSWORD"))
+    log(f"stack up in {time.monotonic() - started:.0f}s")
+    print_status(s)
+
+
+def cmd_down(_: argparse.Namespace) -> None:
+    stopped = [name for name, stop in (("spark-worker", lambda: terminate("spark-worker")),
+                                       ("spark-master", lambda: terminate("spark-master")),
+                                       ("kafka", lambda: terminate("kafka", grace=45)),
+                                       ("postgres", stop_postgres)) if stop()]
+    log(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def service_rows(s: Settings) -> list[tuple[str, bool, str, str, str]]:
+    """(service, healthy, pid, endpoint, detail) for each service."""
+    rows = []
+    pid = pg_pid()
+    up = pid_alive(pid) and pg_healthy(s)
+    rows.append(("postgres", up, str(pid or "-"), f"127.0.0.1:{s.pg_port} db={s.pg_db}",
+                 "accepting connections" if up else describe_down(pid, s.pg_port, "postgres")))
+    pid = read_pid(RUN / "kafka.pid")
+    up = pid_alive(pid) and kafka_healthy(s)
+    rows.append(("kafka", up, str(pid or "-"), s.kafka_bootstrap,
+                 "broker answers metadata" if up else describe_down(pid, s.kafka_port, "kafka")))
+    pid = read_pid(RUN / "spark-master.pid")
+    state = master_state(s) if pid_alive(pid) else None
+    up = bool(state) and state.get("status") == "ALIVE"
+    rows.append(("spark-master", up, str(pid or "-"), f"{s.master_url}  UI http://127.0.0.1:{s.master_ui_port}",
+                 f"ALIVE, {len(state.get('activeapps', []))} running apps" if up and state
+                 else describe_down(pid, s.master_ui_port, "spark-master")))
+    pid = read_pid(RUN / "spark-worker.pid")
+    workers = alive_workers(s) if pid_alive(pid) else 0
+    rows.append(("spark-worker", workers > 0, str(pid or "-"), f"UI http://127.0.0.1:{s.worker_ui_port}",
+                 f"registered with the master ({s.worker_cores} cores)" if workers
+                 else describe_down(pid, s.worker_ui_port, "spark-worker")))
+    return rows
+
+
+def describe_down(pid: int | None, port: int, name: str) -> str:
+    if pid is None:
+        return "not started"
+    if not pid_alive(pid):
+        return f"DOWN: process {pid} is not running (see .stack/logs/{name}.log)"
+    if not port_open(port):
+        return f"process {pid} runs but port {port} is closed"
+    return f"process {pid} runs but does not answer its health check"
+
+
+def print_status(s: Settings) -> bool:
+    rows = service_rows(s)
+    width = max(len(r[3]) for r in rows)
+    for name, up, pid, endpoint, detail in rows:
+        print(f"  {name:<13} {'UP  ' if up else 'DOWN'}  pid {pid:<8} {endpoint:<{width}}  {detail}")
+    print(f"  logs: {LOGS}")
+    return all(r[1] for r in rows)
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    return 0 if print_status(settings()) else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    names = [args.service] if args.service else ["postgres", "kafka", "spark-master", "spark-worker"]
+    paths = [LOGS / f"{n}.log" for n in names]
+    if args.follow:
+        os.execvp("tail", ["tail", "-n", "20", "-F", *map(str, paths)])
+    for path in paths:
+        print(f"==> {path} <==\n{tail(path, args.lines)}\n")
+
+
+def cmd_env(_: argparse.Namespace) -> None:
+    # The password is left out on purpose: clients take it from their own environment.
+    for key, value in settings().client_env().items():
+        if key != "POSTGRES_PASSWORD":
+            print(f"export {key}={value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    sub.add_parser("deps", help="resolve the Kafka broker and Spark connector jars").set_defaults(func=cmd_deps)
+    sub.add_parser("up", help="start the stack (idempotent)").set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the stack").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="health of each service; exit 1 if any is down").set_defaults(func=cmd_status)
+    sub.add_parser("env", help="print the client environment as shell exports").set_defaults(func=cmd_env)
+    logs = sub.add_parser("logs", help="show (or -f follow) service logs")
+    logs.add_argument("service", nargs="?", choices=["postgres", "kafka", "spark-master", "spark-worker"])
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    logs.set_defaults(func=cmd_logs)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except StackError as err:
+        print(f"stack: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# spark-submit one job of spark_jobs/ to the standalone master. The runner container and the local stack
+# both go through this script, so a job runs the same way in either.
+#   scripts/submit.sh <job module> [job args...]      e.g. scripts/submit.sh smoke_kafka_to_postgres --topic T
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+job="${1:?usage: submit.sh <job> [args...]}"; shift
+master="${SPARK_MASTER_URL:-spark://127.0.0.1:7077}"
+case "$master" in spark://*) ;; *) echo "submit: SPARK_MASTER_URL must be spark://... (got $master)" >&2; exit 2;; esac
+
+# The jobs package travels to the executors as a zip; built fresh so the cluster runs the code on disk.
+pkg_dir="${SPARKTRENDS_STACK_DIR:-$repo/.stack}/submit"
+mkdir -p "$pkg_dir"
+zip_path="$pkg_dir/spark_jobs.zip"
+(cd "$repo" && python3 - "$zip_path" <<'PY'
+import sys, zipfile, pathlib
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for p in sorted(pathlib.Path("spark_jobs").rglob("*.py")):
+        z.write(p)
+PY
+)
+exec spark-submit --master "$master" --py-files "$zip_path" \
+  --conf "spark.sql.session.timeZone=UTC" \
+  ${SPARK_SUBMIT_OPTS_EXTRA:-} \
+  "$repo/spark_jobs/$job.py" "$@"

@@ -1,0 +1,1 @@
+"""SparkTrends Spark jobs, spark-submitted to the standalone cluster by scripts/submit.sh."""

@@ -1,0 +1,106 @@
+"""Fixtures for tests that run against the real local stack (scripts/stack.py up)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import migrate  # noqa: E402
+import stack  # noqa: E402
+
+TEST_DB = os.environ.get("SPARKTRENDS_TEST_DB", "sparktrends_test")
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> stack.Settings:
+    """The running stack's settings; fails (never skips) when a service is down: these tests need all of it."""
+    s = stack.settings()
+    down = [f"{name}: {detail}" for name, up, _, _, detail in stack.service_rows(s) if not up]
+    if down:
+        pytest.fail("the local stack is not up (run `make up`):\n  " + "\n  ".join(down))
+    return s
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack_settings: stack.Settings) -> dict[str, str]:
+    """Environment for processes the tests start: the stack's clients, pointed at the test database."""
+    env = {**os.environ, **stack_settings.client_env(), **stack.spark_env(stack_settings)}
+    env["POSTGRES_DB"] = TEST_DB
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def test_db(stack_env: dict[str, str]) -> str:
+    """A fresh database migrated like production, so tests never touch the pipeline's own data."""
+    saved = dict(os.environ)
+    os.environ.update(stack_env)
+    try:
+        with migrate.connect("postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+        migrate.ensure_database(TEST_DB)
+        migrate.migrate(TEST_DB)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return TEST_DB
+
+
+@pytest.fixture
+def pg(stack_env: dict[str, str], test_db: str) -> Iterator["object"]:
+    import psycopg
+
+    with psycopg.connect(host=stack_env["POSTGRES_HOST"], port=stack_env["POSTGRES_PORT"],
+                         user=stack_env["POSTGRES_USER"], password=stack_env["POSTGRES_PASSWORD"],
+                         dbname=test_db, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def kafka_topic(stack_settings: stack.Settings) -> Iterator[Callable[..., str]]:
+    """Factory for throw-away topics with unique names; deleted after the test."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": stack_settings.kafka_bootstrap})
+    created: list[str] = []
+
+    def make(base: str = "test", partitions: int = 3) -> str:
+        name = f"test.{base}.{uuid.uuid4().hex[:10]}"
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result()
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created).values():
+            future.result()
+
+
+@pytest.fixture
+def submit(stack_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run scripts/submit.sh <job> <args> against the standalone master; fails the test with the log tail."""
+
+    def run(job: str, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(REPO / "scripts" / "submit.sh"), job, *args], env=stack_env,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            pytest.fail(f"spark-submit {job} exited {result.returncode}:\n{result.stderr[-4000:]}")
+        return result
+
+    return run
+
+
+def master_json(stack_settings: stack.Settings) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack_settings.master_ui_port}/json/", timeout=5) as resp:
+        return json.load(resp)
