@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${CARGO_TARGET_DIR:-target}/wheels"
 rm -f "$out"/sparktrends-*.whl
-.venv/bin/maturin build --release --quiet --out "$out" 2>&1 | grep -vE '^\s*(Compiling|Downloaded|Downloading)' || true
+.venv/bin/maturin build --release --quiet --out "$out"
 wheel=$(ls "$out"/sparktrends-*.whl)
 .venv/bin/pip install --quiet --force-reinstall --no-deps "$wheel"
 echo "wheel: installed $(basename "$wheel")"
