@@ -28,9 +28,7 @@ def conninfo(dbname: str | None = None) -> str:
 
 
 def connect(dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection:
-    return psycopg.connect(
-        conninfo(dbname), password=os.environ.get("POSTGRES_PASSWORD"), autocommit=autocommit
-    )
+    return psycopg.connect(conninfo(dbname), password=os.environ.get("POSTGRES_PASSWORD"), autocommit=autocommit)
 
 
 def ensure_database(dbname: str) -> bool:

@@ -159,8 +159,18 @@ def maven_copy(deps: list[tuple[str, str, str]], dest: Path, transitive: bool) -
         "<groupId>sparktrends</groupId><artifactId>resolve</artifactId><version>1</version>"
         f"<packaging>pom</packaging><dependencies>{dep_xml}</dependencies></project>"
     )
-    cmd = ["mvn", "-q", "-B", "-s", str(REPO / "scripts" / "maven-settings.xml"), "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
-           "-DincludeScope=runtime", f"-DoutputDirectory={work / 'out'}"]
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-s",
+        str(REPO / "scripts" / "maven-settings.xml"),
+        "-f",
+        str(work / "pom.xml"),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={work / 'out'}",
+    ]
     if not transitive:
         cmd.append("-DexcludeTransitive=true")
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -264,8 +274,7 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float, log_file: Path,
-               pid: int | None = None) -> None:
+def wait_until(what: str, check: Callable[[], bool], timeout: float, log_file: Path, pid: int | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -273,8 +282,7 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, log_file: P
         if pid is not None and not pid_alive(pid):
             raise StackError(f"{what} exited during start-up; last lines of {log_file}:\n{tail(log_file, 25)}")
         time.sleep(0.5)
-    raise StackError(f"{what} did not come up within {timeout:.0f}s; last lines of {log_file}:\n"
-                     f"{tail(log_file, 25)}")
+    raise StackError(f"{what} did not come up within {timeout:.0f}s; last lines of {log_file}:\n{tail(log_file, 25)}")
 
 
 def tail(path: Path, lines: int) -> str:
@@ -286,16 +294,24 @@ def tail(path: Path, lines: int) -> str:
 
 def require_free(port: int, service: str, env_name: str) -> None:
     if port_open(port):
-        raise StackError(f"port {port} ({service}) is already in use by another process: stop it, or set "
-                         f"{env_name} to a free port")
+        raise StackError(
+            f"port {port} ({service}) is already in use by another process: stop it, or set {env_name} to a free port"
+        )
 
 
 def spawn(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
     """Start a long-running service detached from this process, logging to .stack/logs/<name>.log."""
     log_path = LOGS / f"{name}.log"
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=STACK)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=STACK,
+        )
     (RUN / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
 
@@ -325,8 +341,10 @@ def terminate(name: str, grace: float = 30.0) -> bool:
 
 
 def pg_bindir() -> Path:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
-                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if candidates:
         return candidates[-1].parent
     found = shutil.which("pg_ctl")
@@ -342,8 +360,10 @@ def pg_runner() -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
-                       check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+            check=True,
+        )
     return ["runuser", "-u", "postgres", "--"]
 
 
@@ -367,8 +387,14 @@ def pg_healthy(s: Settings) -> bool:
     try:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=s.pg_port, user=s.pg_user, password=s.pg_password,
-                             dbname="postgres", connect_timeout=2) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=s.pg_port,
+            user=s.pg_user,
+            password=s.pg_password,
+            dbname="postgres",
+            connect_timeout=2,
+        ) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
     except Exception:
         return False
@@ -393,9 +419,21 @@ def start_postgres(s: Settings) -> None:
             pwfile.chmod(0o600)
             try:
                 result = subprocess.run(
-                    [*runner, str(bindir / "initdb"), "-D", str(PG_DATA), "-U", s.pg_user, f"--pwfile={pwfile}",
-                     "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"],
-                    capture_output=True, text=True)
+                    [
+                        *runner,
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(PG_DATA),
+                        "-U",
+                        s.pg_user,
+                        f"--pwfile={pwfile}",
+                        "--auth=scram-sha-256",
+                        "--encoding=UTF8",
+                        "--locale=C.UTF-8",
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
             finally:
                 pwfile.unlink(missing_ok=True)
             if result.returncode != 0:
@@ -407,8 +445,23 @@ def start_postgres(s: Settings) -> None:
         # TCP on loopback only; no unix socket, so deep checkout paths cannot hit the socket-path length limit.
         opts = f"-p {s.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=on"
         result = subprocess.run(
-            [*runner, str(bindir / "pg_ctl"), "-D", str(PG_DATA), "-l", str(log_path), "-o", opts,
-             "-w", "-t", "60", "start"], capture_output=True, text=True)
+            [
+                *runner,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(PG_DATA),
+                "-l",
+                str(log_path),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise StackError(f"postgres did not start:\n{result.stdout}{result.stderr}\n{tail(log_path, 20)}")
         wait_until("postgres", lambda: pg_healthy(s), 30, log_path)
@@ -426,8 +479,11 @@ def start_postgres(s: Settings) -> None:
 def stop_postgres() -> bool:
     if not pid_alive(pg_pid()):
         return False
-    subprocess.run([*pg_runner(), str(pg_bindir() / "pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"],
-                   capture_output=True, text=True)
+    subprocess.run(
+        [*pg_runner(), str(pg_bindir() / "pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"],
+        capture_output=True,
+        text=True,
+    )
     return True
 
 
@@ -496,13 +552,40 @@ def start_kafka(s: Settings) -> None:
             # KRaft storage is formatted once with a fresh cluster id; later starts reuse it.
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             KAFKA_DATA.mkdir(parents=True, exist_ok=True)
-            result = subprocess.run(["java", log4j, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                                     "-t", cluster_id, "-c", str(config)], capture_output=True, text=True)
+            result = subprocess.run(
+                [
+                    "java",
+                    log4j,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
                 raise StackError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
             log(f"formatted KRaft storage in {KAFKA_DATA} (cluster {cluster_id})")
-        pid = spawn("kafka", ["java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                              log4j, "-cp", classpath, "kafka.Kafka", str(config)])
+        pid = spawn(
+            "kafka",
+            [
+                "java",
+                "-Xms256m",
+                "-Xmx768m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                log4j,
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(config),
+            ],
+        )
         wait_until("kafka", lambda: kafka_healthy(s), 90, LOGS / "kafka.log", pid)
         log(f"kafka up on {s.kafka_bootstrap} (pid {pid})")
     create_topics(s)
@@ -514,8 +597,11 @@ def create_topics(s: Settings) -> None:
     spec = json.loads((REPO / "contracts" / "topics.json").read_text())["topics"]
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
-    wanted = [NewTopic(t["name"], num_partitions=t["partitions"], replication_factor=1, config=t["config"])
-              for t in spec if t["name"] not in existing]
+    wanted = [
+        NewTopic(t["name"], num_partitions=t["partitions"], replication_factor=1, config=t["config"])
+        for t in spec
+        if t["name"] not in existing
+    ]
     for name, future in admin.create_topics(wanted, operation_timeout=30).items() if wanted else []:
         future.result()
         log(f"created topic {name}")
@@ -569,10 +655,27 @@ def start_spark(s: Settings) -> None:
     else:
         require_free(s.master_port, "spark master", "SPARK_MASTER_PORT")
         require_free(s.master_ui_port, "spark master UI", "SPARK_MASTER_WEBUI_PORT")
-        pid = spawn("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                     "--port", str(s.master_port), "--webui-port", str(s.master_ui_port)], env)
-        wait_until("spark master", lambda: (master_state(s) or {}).get("status") == "ALIVE", 60,
-                   LOGS / "spark-master.log", pid)
+        pid = spawn(
+            "spark-master",
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(s.master_port),
+                "--webui-port",
+                str(s.master_ui_port),
+            ],
+            env,
+        )
+        wait_until(
+            "spark master",
+            lambda: (master_state(s) or {}).get("status") == "ALIVE",
+            60,
+            LOGS / "spark-master.log",
+            pid,
+        )
         log(f"spark master up at {s.master_url}, UI http://127.0.0.1:{s.master_ui_port} (pid {pid})")
     if pid_alive(read_pid(RUN / "spark-worker.pid")) and alive_workers(s) > 0:
         log("spark worker already running")
@@ -580,13 +683,30 @@ def start_spark(s: Settings) -> None:
         require_free(s.worker_ui_port, "spark worker UI", "SPARK_WORKER_WEBUI_PORT")
         work_dir = DATA / "spark-work"
         work_dir.mkdir(parents=True, exist_ok=True)
-        pid = spawn("spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker", s.master_url,
-                                     "--host", "127.0.0.1", "--webui-port", str(s.worker_ui_port),
-                                     "--cores", str(s.worker_cores), "--memory", s.worker_memory,
-                                     "--work-dir", str(work_dir)], env)
+        pid = spawn(
+            "spark-worker",
+            [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                s.master_url,
+                "--host",
+                "127.0.0.1",
+                "--webui-port",
+                str(s.worker_ui_port),
+                "--cores",
+                str(s.worker_cores),
+                "--memory",
+                s.worker_memory,
+                "--work-dir",
+                str(work_dir),
+            ],
+            env,
+        )
         wait_until("spark worker", lambda: alive_workers(s) > 0, 60, LOGS / "spark-worker.log", pid)
-        log(f"spark worker up ({s.worker_cores} cores, {s.worker_memory}), UI http://127.0.0.1:{s.worker_ui_port} "
-            f"(pid {pid})")
+        log(
+            f"spark worker up ({s.worker_cores} cores, {s.worker_memory}), UI http://127.0.0.1:{s.worker_ui_port} "
+            f"(pid {pid})"
+        )
 
 
 # --------------------------------------------------------------------------- verbs
@@ -602,17 +722,22 @@ def cmd_up(_: argparse.Namespace) -> None:
     start_postgres(s)
     start_kafka(s)
     start_spark(s)
-    (STACK / "env").write_text("".join(f"{k}={v}\n" for k, v in s.client_env().items()
-                                       if k != "POSTGRES_PASSWORD"))
+    (STACK / "env").write_text("".join(f"{k}={v}\n" for k, v in s.client_env().items() if k != "POSTGRES_PASSWORD"))
     log(f"stack up in {time.monotonic() - started:.0f}s")
     print_status(s)
 
 
 def cmd_down(_: argparse.Namespace) -> None:
-    stopped = [name for name, stop in (("spark-worker", lambda: terminate("spark-worker")),
-                                       ("spark-master", lambda: terminate("spark-master")),
-                                       ("kafka", lambda: terminate("kafka", grace=45)),
-                                       ("postgres", stop_postgres)) if stop()]
+    stopped = [
+        name
+        for name, stop in (
+            ("spark-worker", lambda: terminate("spark-worker")),
+            ("spark-master", lambda: terminate("spark-master")),
+            ("kafka", lambda: terminate("kafka", grace=45)),
+            ("postgres", stop_postgres),
+        )
+        if stop()
+    ]
     log(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -621,23 +746,53 @@ def service_rows(s: Settings) -> list[tuple[str, bool, str, str, str]]:
     rows = []
     pid = pg_pid()
     up = pid_alive(pid) and pg_healthy(s)
-    rows.append(("postgres", up, str(pid or "-"), f"127.0.0.1:{s.pg_port} db={s.pg_db}",
-                 "accepting connections" if up else describe_down(pid, s.pg_port, "postgres")))
+    rows.append(
+        (
+            "postgres",
+            up,
+            str(pid or "-"),
+            f"127.0.0.1:{s.pg_port} db={s.pg_db}",
+            "accepting connections" if up else describe_down(pid, s.pg_port, "postgres"),
+        )
+    )
     pid = read_pid(RUN / "kafka.pid")
     up = pid_alive(pid) and kafka_healthy(s)
-    rows.append(("kafka", up, str(pid or "-"), s.kafka_bootstrap,
-                 "broker answers metadata" if up else describe_down(pid, s.kafka_port, "kafka")))
+    rows.append(
+        (
+            "kafka",
+            up,
+            str(pid or "-"),
+            s.kafka_bootstrap,
+            "broker answers metadata" if up else describe_down(pid, s.kafka_port, "kafka"),
+        )
+    )
     pid = read_pid(RUN / "spark-master.pid")
     state = master_state(s) if pid_alive(pid) else None
     up = bool(state) and state.get("status") == "ALIVE"
-    rows.append(("spark-master", up, str(pid or "-"), f"{s.master_url}  UI http://127.0.0.1:{s.master_ui_port}",
-                 f"ALIVE, {len(state.get('activeapps', []))} running apps" if up and state
-                 else describe_down(pid, s.master_ui_port, "spark-master")))
+    rows.append(
+        (
+            "spark-master",
+            up,
+            str(pid or "-"),
+            f"{s.master_url}  UI http://127.0.0.1:{s.master_ui_port}",
+            f"ALIVE, {len(state.get('activeapps', []))} running apps"
+            if up and state
+            else describe_down(pid, s.master_ui_port, "spark-master"),
+        )
+    )
     pid = read_pid(RUN / "spark-worker.pid")
     workers = alive_workers(s) if pid_alive(pid) else 0
-    rows.append(("spark-worker", workers > 0, str(pid or "-"), f"UI http://127.0.0.1:{s.worker_ui_port}",
-                 f"registered with the master ({s.worker_cores} cores)" if workers
-                 else describe_down(pid, s.worker_ui_port, "spark-worker")))
+    rows.append(
+        (
+            "spark-worker",
+            workers > 0,
+            str(pid or "-"),
+            f"UI http://127.0.0.1:{s.worker_ui_port}",
+            f"registered with the master ({s.worker_cores} cores)"
+            if workers
+            else describe_down(pid, s.worker_ui_port, "spark-worker"),
+        )
+    )
     return rows
 
 
@@ -681,8 +836,9 @@ def cmd_env(_: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("deps", help="resolve the Kafka broker and Spark connector jars").set_defaults(func=cmd_deps)
     sub.add_parser("up", help="start the stack (idempotent)").set_defaults(func=cmd_up)

@@ -22,15 +22,20 @@ def main() -> None:
     args = parser.parse_args()
 
     spark = spark_session(args.app_name)
-    raw = (spark.read.format("kafka")
-           .option("kafka.bootstrap.servers", kafka_bootstrap())
-           .option("subscribe", args.topic)
-           .option("startingOffsets", "earliest")
-           .option("endingOffsets", "latest")
-           .load())
-    trades = (raw.select(F.col("key").cast("string").alias("kafka_key"), F.col("partition"), F.col("offset"),
-                         F.from_json(F.col("value").cast("string"), TRADE_SCHEMA).alias("t"))
-              .select("kafka_key", "partition", "offset", "t.*"))
+    raw = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap())
+        .option("subscribe", args.topic)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+    )
+    trades = raw.select(
+        F.col("key").cast("string").alias("kafka_key"),
+        F.col("partition"),
+        F.col("offset"),
+        F.from_json(F.col("value").cast("string"), TRADE_SCHEMA).alias("t"),
+    ).select("kafka_key", "partition", "offset", "t.*")
     trades.write.format("jdbc").options(**jdbc_options()).option("dbtable", args.table).mode("append").save()
     print(f"smoke: wrote {trades.count()} trades from {args.topic} to {args.table}")
     spark.stop()

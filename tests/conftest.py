@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 import migrate  # noqa: E402
+
 import stack  # noqa: E402
 
 TEST_DB = os.environ.get("SPARKTRENDS_TEST_DB", "sparktrends_test")
@@ -58,12 +59,17 @@ def test_db(stack_env: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def pg(stack_env: dict[str, str], test_db: str) -> Iterator["object"]:
+def pg(stack_env: dict[str, str], test_db: str) -> Iterator[object]:
     import psycopg
 
-    with psycopg.connect(host=stack_env["POSTGRES_HOST"], port=stack_env["POSTGRES_PORT"],
-                         user=stack_env["POSTGRES_USER"], password=stack_env["POSTGRES_PASSWORD"],
-                         dbname=test_db, autocommit=True) as conn:
+    with psycopg.connect(
+        host=stack_env["POSTGRES_HOST"],
+        port=stack_env["POSTGRES_PORT"],
+        user=stack_env["POSTGRES_USER"],
+        password=stack_env["POSTGRES_PASSWORD"],
+        dbname=test_db,
+        autocommit=True,
+    ) as conn:
         yield conn
 
 
@@ -92,8 +98,13 @@ def submit(stack_env: dict[str, str]) -> Callable[..., subprocess.CompletedProce
     """Run scripts/submit.sh <job> <args> against the standalone master; fails the test with the log tail."""
 
     def run(job: str, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(REPO / "scripts" / "submit.sh"), job, *args], env=stack_env,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [str(REPO / "scripts" / "submit.sh"), job, *args],
+            env=stack_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             pytest.fail(f"spark-submit {job} exited {result.returncode}:\n{result.stderr[-4000:]}")
         return result

@@ -12,14 +12,18 @@ from confluent_kafka import Producer
 from tests.conftest import master_json
 
 
-def test_trades_flow_from_kafka_through_spark_cluster_into_postgres(
-    stack_settings, kafka_topic, submit, pg
-):
+def test_trades_flow_from_kafka_through_spark_cluster_into_postgres(stack_settings, kafka_topic, submit, pg):
     topic = kafka_topic("smoke")
     now_ms = int(time.time() * 1000)
     trades = [
-        {"source": "smoke", "symbol": sym, "ts_ms": now_ms + i, "price": 100.0 + i, "size": 0.5 * (i + 1),
-         "trade_id": f"{sym}-{i}"}
+        {
+            "source": "smoke",
+            "symbol": sym,
+            "ts_ms": now_ms + i,
+            "price": 100.0 + i,
+            "size": 0.5 * (i + 1),
+            "trade_id": f"{sym}-{i}",
+        }
         for i, sym in enumerate(["BTCUSDT", "ETHUSDT", "AAPL", "BTCUSDT", "MSFT"])
     ]
     producer = Producer({"bootstrap.servers": stack_settings.kafka_bootstrap, "enable.idempotence": True})
