@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 import migrate  # noqa: E402
-
 import stack  # noqa: E402
 
 TEST_DB = os.environ.get("SPARKTRENDS_TEST_DB", "sparktrends_test")
