@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from pyspark.sql import SparkSession
+import psycopg
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 
 def env(name: str, default: str | None = None) -> str:
@@ -38,3 +41,86 @@ def jdbc_options() -> dict[str, str]:
         "password": env("POSTGRES_PASSWORD"),
         "driver": "org.postgresql.Driver",
     }
+
+
+def checkpoint_dir(root: str | None, query: str) -> str:
+    """Checkpoints persist across restarts (a volume in compose, .stack/checkpoints locally)."""
+    base = root or env("SPARKTRENDS_CHECKPOINTS", os.path.join(os.getcwd(), ".stack", "checkpoints"))
+    return os.path.join(base, query)
+
+
+def read_kafka_stream(
+    spark: SparkSession, topic: str, starting_offsets: str = "earliest", max_offsets: int | None = None
+) -> DataFrame:
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap())
+        .option("subscribe", topic)
+        .option("startingOffsets", starting_offsets)
+        # A deleted or compacted offset range is reported in the log, not fatal to a long-running stream.
+        .option("failOnDataLoss", "false")
+    )
+    if max_offsets:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))
+    return reader.load()
+
+
+def pg_connect() -> psycopg.Connection:
+    """A driver-side PostgreSQL connection for the transactional merge steps (upserts, outbox inserts)."""
+    return psycopg.connect(
+        host=env("POSTGRES_HOST", "127.0.0.1"),
+        port=env("POSTGRES_PORT", "5432"),
+        user=env("POSTGRES_USER", "sparktrends"),
+        password=env("POSTGRES_PASSWORD"),
+        dbname=env("POSTGRES_DB", "sparktrends"),
+        connect_timeout=10,
+    )
+
+
+REJECT_COLUMNS = ["source", "topic", "partition", "offset", "reject_reason", "raw"]
+
+
+def write_rejects(batch: DataFrame, batch_id: int) -> None:
+    """foreachBatch sink: rejected messages into `rejected_messages`, idempotent on their Kafka coordinates
+    so a replayed micro-batch inserts nothing twice."""
+    rows = [tuple(r) for r in batch.select(*REJECT_COLUMNS).toLocalIterator()]
+    if not rows:
+        return
+    with pg_connect() as conn, conn.cursor() as cur:
+        cur.executemany(
+            'INSERT INTO rejected_messages (source, topic, "partition", "offset", reason, raw) '
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            rows,
+        )
+
+
+class ProgressReporter(StreamingQueryListener):
+    """One line per micro-batch: rows in, rate, observed metrics and rows dropped as too late."""
+
+    def onQueryStarted(self, event: Any) -> None:
+        print(f"[stream] {event.name} started (id {event.id})", flush=True)
+
+    def onQueryProgress(self, event: Any) -> None:
+        p = event.progress
+        observed = {k: v.asDict() for k, v in (p.observedMetrics or {}).items()}
+        late = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
+        rate = p.processedRowsPerSecond or 0.0
+        metrics = " ".join(f"{k}={v}" for obs in observed.values() for k, v in obs.items())
+        print(
+            f"[stream] {p.name} batch={p.batchId} rows_in={p.numInputRows} rate={rate:.0f}/s "
+            f"late_dropped={late} {metrics}",
+            flush=True,
+        )
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        status = f"failed: {event.exception}" if event.exception else "stopped"
+        print(f"[stream] query {event.id} {status}", flush=True)
+
+
+def start_progress_reporter(spark: SparkSession, queries: list[StreamingQuery]) -> None:
+    spark.streams.addListener(ProgressReporter())
+    names = ", ".join(q.name or "?" for q in queries)
+    print(f"[stream] running {names}; Spark UI {spark.sparkContext.uiWebUrl}", flush=True)

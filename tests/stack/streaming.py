@@ -1,0 +1,109 @@
+"""Helpers to drive a streaming job under test: run it in the background, follow its progress lines."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+REPO = Path(__file__).resolve().parent.parent.parent
+PROGRESS = re.compile(
+    r"\[stream\] (?P<name>\S+) batch=(?P<batch>\d+) rows_in=(?P<rows>\d+) .*late_dropped=(?P<late>\d+)"
+)
+
+
+class StreamingJob:
+    """A spark-submitted streaming job whose stdout progress lines are parsed as they arrive."""
+
+    def __init__(self, job: str, args: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.rows_in: dict[str, int] = {}
+        self.late_dropped: dict[str, int] = {}
+        self.batches: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [str(REPO / "scripts" / "submit.sh"), job, *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip())
+                match = PROGRESS.search(line)
+                if match:
+                    name = match["name"]
+                    self.rows_in[name] = self.rows_in.get(name, 0) + int(match["rows"])
+                    self.late_dropped[name] = self.late_dropped.get(name, 0) + int(match["late"])
+                    self.batches[name] = int(match["batch"])
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"job exited ({self.proc.returncode}) waiting for {what}:\n{self.log_tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        with self._lock:
+            return "\n".join(self.lines[-n:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        if self.proc.poll() is None:
+            import os
+
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str, str | bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(15) == 0
+
+
+def consume_json(bootstrap: str, topic: str, expected: int, timeout: float = 120) -> list[dict]:
+    """Read `topic` from the beginning until `expected` messages (or the timeout) have arrived."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            record = json.loads(msg.value())
+            record["_key"] = msg.key().decode()
+            out.append(record)
+    finally:
+        consumer.close()
+    return out

@@ -1,0 +1,139 @@
+"""The bars job on the real broker and cluster: bars equal an independent pandas computation from the same raw
+trades, including duplicates and late trades; trades beyond the watermark are counted; malformed and invalid
+trades land in rejected_messages while valid ones keep flowing."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pandas as pd
+import pytest
+
+from tests.stack.streaming import StreamingJob, consume_json, produce
+
+MINUTE = 60_000
+
+
+def reference_bars(trades: list[dict]) -> pd.DataFrame:
+    """1-minute OHLCV bars straight from the definition, in pandas."""
+    df = pd.DataFrame(trades).drop_duplicates(["source", "symbol", "trade_id"], keep="first")
+    df["seq"] = range(len(df))  # production order = Kafka offset order within a symbol's partition
+    df["minute"] = df["ts_ms"] // MINUTE * MINUTE
+    df = df.sort_values(["symbol", "minute", "ts_ms", "seq"])
+    grouped = df.groupby(["symbol", "minute"])
+    bars = pd.DataFrame(
+        {
+            "open": grouped["price"].first(),
+            "high": grouped["price"].max(),
+            "low": grouped["price"].min(),
+            "close": grouped["price"].last(),
+            "volume": grouped["size"].sum(),
+            "trades": grouped.size(),
+            "vwap": grouped.apply(lambda g: (g.price * g["size"]).sum() / g["size"].sum(), include_groups=False),
+        }
+    ).reset_index()
+    return bars.rename(columns={"minute": "ts_ms"})
+
+
+def trade(symbol: str, ts_ms: int, price: float, size: float, trade_id: str) -> dict:
+    return {"source": "test", "symbol": symbol, "ts_ms": ts_ms, "price": price, "size": size, "trade_id": trade_id}
+
+
+@pytest.mark.timeout(600)
+def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
+    stack_settings, stack_env, kafka_topic, pg, tmp_path
+):
+    rng = random.Random(7)
+    trades_topic, bars_topic = kafka_topic("trades"), kafka_topic("bars")
+    t0 = (int(time.time() * 1000) // MINUTE - 30) * MINUTE  # half an hour ago, on a minute boundary
+    symbols = ["BTCUSDT", "ETHUSDT", "AAPL"]
+
+    phase1: list[dict] = []
+    for symbol in symbols:
+        price = {"BTCUSDT": 60000.0, "ETHUSDT": 3000.0, "AAPL": 190.0}[symbol]
+        for i in range(120):  # minutes 0..3, several trades per minute, some sharing a millisecond
+            ts = t0 + rng.randrange(0, 4 * MINUTE // 1000) * 1000
+            price *= 1 + rng.gauss(0, 0.001)
+            phase1.append(trade(symbol, ts, round(price, 4), round(rng.uniform(0.0, 3.0), 6), f"{symbol}-{i}"))
+    phase1.sort(key=lambda t: t["ts_ms"])
+    duplicates = [dict(t) for t in rng.sample(phase1, 15)]
+    invalid = [
+        ("AAPL", b"{not json"),
+        ("AAPL", json.dumps(trade("AAPL", t0 + 1000, -5.0, 1.0, "neg-price")).encode()),
+        ("AAPL", json.dumps(trade("AAPL", t0 + 1000, 190.0, -1.0, "neg-size")).encode()),
+        ("AAPL", json.dumps({**trade("AAPL", t0 + 1000, 190.0, 1.0, "x"), "symbol": None}).encode()),
+        ("AAPL", json.dumps(trade("AAPL", t0 + 10**12, 190.0, 1.0, "future")).encode()),
+    ]
+
+    job = StreamingJob(
+        "bars_job",
+        [
+            "--trades-topic",
+            trades_topic,
+            "--bars-topic",
+            bars_topic,
+            "--watermark",
+            "90 seconds",
+            "--trigger",
+            "2 seconds",
+            "--checkpoint",
+            str(tmp_path / "ckpt"),
+        ],
+        stack_env,
+    )
+    try:
+        produce(
+            stack_settings.kafka_bootstrap,
+            trades_topic,
+            [(t["symbol"], json.dumps(t)) for t in phase1 + duplicates] + invalid,
+        )
+        n_phase1 = len(phase1) + len(duplicates) + len(invalid)
+        job.wait_for("phase 1 consumed", lambda: job.rows_in.get("bars", 0) >= n_phase1)
+
+        # The watermark is now max(ts) - 90 s, inside minute 2: a trade of minute 3 is late but still counts,
+        # one of minute 0 is beyond the watermark and must be dropped (and counted).
+        max_ts = max(t["ts_ms"] for t in phase1)
+        late_ok = [
+            trade(s, max_ts - 30_000, 1.5 * phase1[0]["price"] if s == "BTCUSDT" else 100.0, 2.0, f"{s}-late")
+            for s in symbols
+        ]
+        too_late = [trade("ETHUSDT", t0 + 5_000, 1.0, 1.0, "ETHUSDT-too-late")]
+        produce(
+            stack_settings.kafka_bootstrap, trades_topic, [(t["symbol"], json.dumps(t)) for t in late_ok + too_late]
+        )
+        job.wait_for("late trades consumed", lambda: job.rows_in.get("bars", 0) >= n_phase1 + 4)
+
+        # A trade ten minutes on moves the watermark past every earlier minute, closing their bars.
+        flush = [trade(s, t0 + 10 * MINUTE, 100.0, 1.0, f"{s}-flush") for s in symbols]
+        produce(stack_settings.kafka_bootstrap, trades_topic, [(t["symbol"], json.dumps(t)) for t in flush])
+
+        expected = reference_bars(phase1 + duplicates + late_ok)
+        got = consume_json(stack_settings.kafka_bootstrap, bars_topic, len(expected), timeout=180)
+        assert job.late_dropped.get("bars", 0) == 1, job.log_tail()
+    finally:
+        job.stop()
+
+    assert len(got) == len(expected), f"{len(got)} bars, expected {len(expected)}"
+    assert all(b["_key"] == b["symbol"] for b in got)
+    actual = pd.DataFrame(got).sort_values(["symbol", "ts_ms"]).reset_index(drop=True)
+    expected = expected.sort_values(["symbol", "ts_ms"]).reset_index(drop=True)
+    assert actual["ts_ms"].tolist() == expected["ts_ms"].tolist()
+    assert actual["symbol"].tolist() == expected["symbol"].tolist()
+    for col in ["open", "high", "low", "close", "volume", "vwap"]:
+        pd.testing.assert_series_equal(actual[col], expected[col], check_names=False, rtol=1e-12)
+    assert actual["trades"].tolist() == expected["trades"].tolist()
+
+    rejects = pg.execute(
+        'SELECT reason, raw, topic, "offset" FROM rejected_messages WHERE topic = %s ORDER BY "offset"',
+        (trades_topic,),
+    ).fetchall()
+    assert [r[0] for r in rejects] == [
+        "malformed JSON",
+        "price must be finite and > 0",
+        "size must be finite and >= 0",
+        "missing symbol",
+        "ts_ms is in the future",
+    ]
+    assert rejects[0][1] == "{not json"
