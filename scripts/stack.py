@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))  # sibling modules: migrate, topics
 STACK = Path(os.environ.get("SPARKTRENDS_STACK_DIR", REPO / ".stack"))
 CACHE = Path(os.environ.get("SPARKTRENDS_CACHE", Path.home() / ".cache" / "sparktrends"))
 LOGS, RUN, DATA, CONF = STACK / "logs", STACK / "run", STACK / "data", STACK / "conf"
@@ -467,7 +468,6 @@ def start_postgres(s: Settings) -> None:
         wait_until("postgres", lambda: pg_healthy(s), 30, log_path)
         log(f"postgres up on 127.0.0.1:{s.pg_port} (pid {pg_pid()})")
     os.environ.update(s.client_env())
-    sys.path.insert(0, str(REPO / "scripts"))
     import migrate
 
     if migrate.ensure_database(s.pg_db):
@@ -592,21 +592,10 @@ def start_kafka(s: Settings) -> None:
 
 
 def create_topics(s: Settings) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    import topics
 
-    spec = json.loads((REPO / "contracts" / "topics.json").read_text())["topics"]
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    wanted = [
-        NewTopic(t["name"], num_partitions=t["partitions"], replication_factor=1, config=t["config"])
-        for t in spec
-        if t["name"] not in existing
-    ]
-    for name, future in admin.create_topics(wanted, operation_timeout=30).items() if wanted else []:
-        future.result()
-        log(f"created topic {name}")
-    if not wanted:
-        log(f"topics: all {len(spec)} present")
+    created = topics.create_topics(s.kafka_bootstrap)
+    log(f"created topics {', '.join(created)}" if created else f"topics: all {len(topics.topic_specs())} present")
 
 
 # --------------------------------------------------------------------------- Spark standalone

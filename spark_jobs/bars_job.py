@@ -27,8 +27,8 @@ from spark_jobs.common import (
     read_kafka_stream,
     spark_session,
     start_progress_reporter,
-    write_rejects,
 )
+from spark_jobs.store import write_rejects
 
 
 def parse_trades(raw: DataFrame) -> DataFrame:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import psycopg
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
@@ -63,35 +62,6 @@ def read_kafka_stream(
     if max_offsets:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))
     return reader.load()
-
-
-def pg_connect() -> psycopg.Connection:
-    """A driver-side PostgreSQL connection for the transactional merge steps (upserts, outbox inserts)."""
-    return psycopg.connect(
-        host=env("POSTGRES_HOST", "127.0.0.1"),
-        port=env("POSTGRES_PORT", "5432"),
-        user=env("POSTGRES_USER", "sparktrends"),
-        password=env("POSTGRES_PASSWORD"),
-        dbname=env("POSTGRES_DB", "sparktrends"),
-        connect_timeout=10,
-    )
-
-
-REJECT_COLUMNS = ["source", "topic", "partition", "offset", "reject_reason", "raw"]
-
-
-def write_rejects(batch: DataFrame, batch_id: int) -> None:
-    """foreachBatch sink: rejected messages into `rejected_messages`, idempotent on their Kafka coordinates
-    so a replayed micro-batch inserts nothing twice."""
-    rows = [tuple(r) for r in batch.select(*REJECT_COLUMNS).toLocalIterator()]
-    if not rows:
-        return
-    with pg_connect() as conn, conn.cursor() as cur:
-        cur.executemany(
-            'INSERT INTO rejected_messages (source, topic, "partition", "offset", reason, raw) '
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            rows,
-        )
 
 
 class ProgressReporter(StreamingQueryListener):
