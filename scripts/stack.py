@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import hashlib
 import json
 import os
 import pwd
@@ -32,7 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))  # sibling modules: migrate, topics
+sys.path.insert(0, str(REPO / "scripts"))  # sibling modules: jars, migrate, topics
+
+import jars  # noqa: E402
+
 STACK = Path(os.environ.get("SPARKTRENDS_STACK_DIR", REPO / ".stack"))
 CACHE = Path(os.environ.get("SPARKTRENDS_CACHE", Path.home() / ".cache" / "sparktrends"))
 LOGS, RUN, DATA, CONF = STACK / "logs", STACK / "run", STACK / "data", STACK / "conf"
@@ -47,16 +49,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- settings
-
-
-def read_pins(path: Path = REPO / "versions.env") -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            pins[key.strip()] = value.strip()
-    return pins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +91,7 @@ class Settings:
 def settings() -> Settings:
     env = os.environ.get
     return Settings(
-        pins=read_pins(),
+        pins=jars.read_pins(),
         pg_port=int(env("POSTGRES_PORT", "55432")),
         pg_user=env("POSTGRES_USER", "sparktrends"),
         # A loopback-only development default; set POSTGRES_PASSWORD to override it.
@@ -126,26 +118,8 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def spark_connector_artifacts(pins: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(group, artifact, version) of the jars Spark needs on top of its own: the same list the image bakes in."""
-    scala, spark = pins["SCALA_BINARY_VERSION"], pins["SPARK_VERSION"]
-    return [
-        ("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark),
-        ("org.apache.spark", f"spark-token-provider-kafka-0-10_{scala}", spark),
-        ("org.apache.kafka", "kafka-clients", pins["KAFKA_CLIENTS_VERSION"]),
-        ("org.apache.commons", "commons-pool2", pins["COMMONS_POOL2_VERSION"]),
-        ("org.postgresql", "postgresql", pins["POSTGRES_JDBC_VERSION"]),
-    ]
-
-
-def jar_sha_key(artifact: str) -> str:
-    """versions.env key holding a jar's SHA-256, e.g. spark-sql-kafka-0-10_2.13 -> SHA256_SPARK_SQL_KAFKA."""
-    base = re.sub(r"(-0-10)?_\d+\.\d+$", "", artifact)
-    return "SHA256_" + re.sub(r"[^A-Za-z0-9]", "_", base).upper()
-
-
-def maven_copy(deps: list[tuple[str, str, str]], dest: Path, transitive: bool) -> None:
-    """Resolve `deps` from Maven Central into `dest` with `mvn dependency:copy-dependencies`."""
+def maven_copy(deps: list[tuple[str, str, str]], dest: Path) -> None:
+    """Resolve `deps` and their runtime dependencies from Maven Central into `dest` (mvn copy-dependencies)."""
     if shutil.which("mvn") is None:
         raise StackError("Maven (mvn) is not installed: run scripts/bootstrap.sh")
     work = dest.parent / f".{dest.name}.resolve"
@@ -160,20 +134,9 @@ def maven_copy(deps: list[tuple[str, str, str]], dest: Path, transitive: bool) -
         "<groupId>sparktrends</groupId><artifactId>resolve</artifactId><version>1</version>"
         f"<packaging>pom</packaging><dependencies>{dep_xml}</dependencies></project>"
     )
-    cmd = [
-        "mvn",
-        "-q",
-        "-B",
-        "-s",
-        str(REPO / "scripts" / "maven-settings.xml"),
-        "-f",
-        str(work / "pom.xml"),
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={work / 'out'}",
-    ]
-    if not transitive:
-        cmd.append("-DexcludeTransitive=true")
+    settings_xml, pom = REPO / "scripts" / "maven-settings.xml", work / "pom.xml"
+    cmd = ["mvn", "-q", "-B", "-s", str(settings_xml), "-f", str(pom), "dependency:copy-dependencies",
+           "-DincludeScope=runtime", f"-DoutputDirectory={work / 'out'}"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise StackError(f"Maven resolution failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
@@ -191,35 +154,20 @@ def kafka_libs(pins: dict[str, str]) -> Path:
         maven_copy(
             [("org.apache.kafka", "kafka_2.13", version), ("org.slf4j", "slf4j-reload4j", "1.7.36")],
             libs,
-            transitive=True,
         )
         log(f"kafka broker classpath: {len(list(libs.glob('*.jar')))} jars in {libs}")
     return libs
-
-
-def connector_jars(pins: dict[str, str]) -> list[Path]:
-    """The pinned connector + JDBC jars, downloaded once and checked against versions.env's SHA-256 sums."""
-    artifacts = spark_connector_artifacts(pins)
-    cache = CACHE / f"spark-jars-{pins['SPARK_VERSION']}"
-    jars = [cache / f"{a}-{v}.jar" for _, a, v in artifacts]
-    if not all(j.exists() for j in jars):
-        log(f"resolving Spark {pins['SPARK_VERSION']} connector and JDBC jars from Maven Central ...")
-        maven_copy(artifacts, cache, transitive=False)
-    for (_, artifact, _), jar in zip(artifacts, jars):
-        expected = pins.get(jar_sha_key(artifact))
-        actual = hashlib.sha256(jar.read_bytes()).hexdigest()
-        if expected is None:
-            raise StackError(f"versions.env has no {jar_sha_key(artifact)} (sha256 of {jar.name} is {actual})")
-        if actual != expected:
-            raise StackError(f"{jar.name}: sha256 {actual} does not match versions.env ({expected})")
-    return jars
 
 
 def install_connector_jars(pins: dict[str, str]) -> None:
     """Put the connector jars into $SPARK_HOME/jars: the layout of the Docker image, so master, worker,
     driver and executors all see them without per-job --jars flags."""
     target = spark_home() / "jars"
-    for jar in connector_jars(pins):
+    try:
+        cached = jars.fetch(CACHE / f"spark-jars-{pins['SPARK_VERSION']}", pins)
+    except (jars.JarError, OSError) as err:
+        raise StackError(f"Spark connector jars: {err}") from err
+    for jar in cached:
         dest = target / jar.name
         if not dest.exists():
             shutil.copy2(jar, dest)
