@@ -23,6 +23,8 @@ PY
 # shuffle partitions because a 2-core cluster pays per task, and a stateful query keeps this number for life.
 exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.sql.session.timeZone=UTC" \
+  --conf "spark.driver.extraJavaOptions=-Duser.timezone=UTC" \
+  --conf "spark.executor.extraJavaOptions=-Duser.timezone=UTC" \
   --conf "spark.cores.max=${SPARK_APP_CORES:-2}" \
   --conf "spark.executor.memory=${SPARK_EXECUTOR_MEMORY:-1g}" \
   --conf "spark.sql.shuffle.partitions=${SPARK_SHUFFLE_PARTITIONS:-6}" \
