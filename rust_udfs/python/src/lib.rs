@@ -1,9 +1,362 @@
 //! The `sparktrends._native` extension module: a thin layer over `sparktrends-core`.
+//!
+//! It only converts: Arrow (via the C Data Interface, zero-copy) to core slices and back, Python
+//! config objects to `MetricsConfig`, core errors to `ValueError`/`TypeError`. Computation runs
+//! with the GIL released. The typed, documented API is the `sparktrends` Python package.
 
+mod arrow_io;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use arrow_array::RecordBatch;
+use arrow_pyarrow::{FromPyArrow, PyArrowType, Table};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use sparktrends_core as core;
+
+use crate::arrow_io::{metrics_batch, metrics_schema, BarColumns, SymbolColumn};
+
+/// Parameters of every metric and anomaly rule; defaults come from the Rust core.
+#[pyclass(module = "sparktrends._native", eq, from_py_object)]
+#[derive(Clone, PartialEq)]
+struct MetricsConfig {
+    inner: core::MetricsConfig,
+}
+
+const MICROS_PER_MINUTE: f64 = core::MICROS_PER_MINUTE as f64;
+
+#[pymethods]
+impl MetricsConfig {
+    #[new]
+    #[pyo3(signature = (
+        *, window=None, min_periods=None, lam=None, max_gap_minutes=None, regime_window=None,
+        price_z_warning=None, price_z_critical=None, volume_z_warning=None, volume_z_critical=None,
+        vol_ratio_warning=None, vol_ratio_critical=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        window: Option<usize>,
+        min_periods: Option<usize>,
+        lam: Option<f64>,
+        max_gap_minutes: Option<f64>,
+        regime_window: Option<usize>,
+        price_z_warning: Option<f64>,
+        price_z_critical: Option<f64>,
+        volume_z_warning: Option<f64>,
+        volume_z_critical: Option<f64>,
+        vol_ratio_warning: Option<f64>,
+        vol_ratio_critical: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut c = core::MetricsConfig::default();
+        c.window = window.unwrap_or(c.window);
+        c.min_periods = min_periods.unwrap_or(c.min_periods);
+        c.ewma_lambda = lam.unwrap_or(c.ewma_lambda);
+        if let Some(minutes) = max_gap_minutes {
+            let micros = (minutes * MICROS_PER_MINUTE).round();
+            if !(micros.is_finite() && micros > 0.0 && micros < i64::MAX as f64) {
+                return Err(PyValueError::new_err(format!(
+                    "max_gap_minutes must be positive, got {minutes}"
+                )));
+            }
+            c.max_gap_us = micros as i64;
+        }
+        c.regime_window = regime_window.unwrap_or(c.regime_window);
+        let t = &mut c.thresholds;
+        t.price_z.warning = price_z_warning.unwrap_or(t.price_z.warning);
+        t.price_z.critical = price_z_critical.unwrap_or(t.price_z.critical);
+        t.volume_z.warning = volume_z_warning.unwrap_or(t.volume_z.warning);
+        t.volume_z.critical = volume_z_critical.unwrap_or(t.volume_z.critical);
+        t.vol_ratio.warning = vol_ratio_warning.unwrap_or(t.vol_ratio.warning);
+        t.vol_ratio.critical = vol_ratio_critical.unwrap_or(t.vol_ratio.critical);
+        c.validate()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(MetricsConfig { inner: c })
+    }
+
+    #[getter]
+    fn window(&self) -> usize {
+        self.inner.window
+    }
+    #[getter]
+    fn min_periods(&self) -> usize {
+        self.inner.min_periods
+    }
+    #[getter]
+    fn lam(&self) -> f64 {
+        self.inner.ewma_lambda
+    }
+    #[getter]
+    fn max_gap_minutes(&self) -> f64 {
+        self.inner.max_gap_us as f64 / MICROS_PER_MINUTE
+    }
+    #[getter]
+    fn regime_window(&self) -> usize {
+        self.inner.regime_window
+    }
+    #[getter]
+    fn price_z_warning(&self) -> f64 {
+        self.inner.thresholds.price_z.warning
+    }
+    #[getter]
+    fn price_z_critical(&self) -> f64 {
+        self.inner.thresholds.price_z.critical
+    }
+    #[getter]
+    fn volume_z_warning(&self) -> f64 {
+        self.inner.thresholds.volume_z.warning
+    }
+    #[getter]
+    fn volume_z_critical(&self) -> f64 {
+        self.inner.thresholds.volume_z.critical
+    }
+    #[getter]
+    fn vol_ratio_warning(&self) -> f64 {
+        self.inner.thresholds.vol_ratio.warning
+    }
+    #[getter]
+    fn vol_ratio_critical(&self) -> f64 {
+        self.inner.thresholds.vol_ratio.critical
+    }
+
+    /// Every parameter by its keyword name: `MetricsConfig(**config.to_dict()) == config`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("window", self.window())?;
+        d.set_item("min_periods", self.min_periods())?;
+        d.set_item("lam", self.lam())?;
+        d.set_item("max_gap_minutes", self.max_gap_minutes())?;
+        d.set_item("regime_window", self.regime_window())?;
+        d.set_item("price_z_warning", self.price_z_warning())?;
+        d.set_item("price_z_critical", self.price_z_critical())?;
+        d.set_item("volume_z_warning", self.volume_z_warning())?;
+        d.set_item("volume_z_critical", self.volume_z_critical())?;
+        d.set_item("vol_ratio_warning", self.vol_ratio_warning())?;
+        d.set_item("vol_ratio_critical", self.vol_ratio_critical())?;
+        Ok(d)
+    }
+
+    /// Pickle support (Spark ships UDF closures to executors with cloudpickle).
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let rebuild = py
+            .import("sparktrends._config")?
+            .getattr("_rebuild_config")?;
+        let args = PyTuple::new(py, [slf.borrow().to_dict(py)?])?;
+        Ok((rebuild, args))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let fields: Vec<String> = self
+            .to_dict(py)?
+            .iter()
+            .map(|(k, v)| Ok(format!("{k}={}", v.repr()?)))
+            .collect::<PyResult<_>>()?;
+        Ok(format!("MetricsConfig({})", fields.join(", ")))
+    }
+}
+
+/// Opaque state continuing one symbol's series in a later call.
+#[pyclass(module = "sparktrends._native", frozen, from_py_object)]
+#[derive(Clone)]
+struct CarryState {
+    inner: core::CarryState,
+}
+
+#[pymethods]
+impl CarryState {
+    /// Timestamp of the last bar seen, µs since the epoch (None before any bar).
+    #[getter]
+    fn last_ts_us(&self) -> Option<i64> {
+        self.inner.last_ts()
+    }
+    /// Bars in the current segment so far.
+    #[getter]
+    fn segment_len(&self) -> u64 {
+        self.inner.segment_len()
+    }
+    /// Bars carried (at most window + regime_window).
+    #[getter]
+    fn tail_len(&self) -> usize {
+        self.inner.tail_len()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "CarryState(last_ts_us={:?}, segment_len={}, tail_len={})",
+            self.inner.last_ts(),
+            self.inner.segment_len(),
+            self.inner.tail_len()
+        )
+    }
+}
+
+fn config_or_default(config: Option<&MetricsConfig>) -> core::MetricsConfig {
+    config.map(|c| c.inner).unwrap_or_default()
+}
+
+fn metrics_error(e: core::MetricsError, symbol: Option<&str>) -> PyErr {
+    match symbol {
+        Some(s) => PyValueError::new_err(format!("symbol {s}: {e}")),
+        None => PyValueError::new_err(e.to_string()),
+    }
+}
+
+fn arrow_error(e: arrow_schema::ArrowError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// A pyarrow RecordBatch, Table or any Arrow PyCapsule object, as record batches (no copy).
+fn record_batches(obj: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
+    if obj.hasattr("__arrow_c_array__")? {
+        return Ok(vec![RecordBatch::from_pyarrow_bound(obj)?]);
+    }
+    if obj.hasattr("__arrow_c_stream__")? {
+        return Ok(Table::from_pyarrow_bound(obj)?.into_inner().0);
+    }
+    Err(PyTypeError::new_err(format!(
+        "expected a pyarrow RecordBatch or Table, got {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// One symbol's bars (a RecordBatch or Table sorted by ts) → (metrics RecordBatch, CarryState).
+#[pyfunction]
+#[pyo3(signature = (bars, config=None, carry=None))]
+fn compute_metrics(
+    py: Python<'_>,
+    bars: &Bound<'_, PyAny>,
+    config: Option<MetricsConfig>,
+    carry: Option<CarryState>,
+) -> PyResult<(PyArrowType<RecordBatch>, CarryState)> {
+    let cfg = config_or_default(config.as_ref());
+    let batches = record_batches(bars)?;
+    let columns = batches
+        .iter()
+        .map(BarColumns::from_batch)
+        .collect::<PyResult<Vec<_>>>()?;
+    let start = carry.map_or_else(|| core::CarryState::empty(&cfg), |c| c.inner);
+    let (metrics, carry) = py
+        .detach(|| {
+            let mut carry = start;
+            let mut all = core::Metrics::default();
+            for cols in &columns {
+                let (metrics, next) = core::compute(&cols.bars(0..cols.len()), &cfg, Some(&carry))?;
+                all.append(metrics);
+                carry = next;
+            }
+            Ok((all, carry))
+        })
+        .map_err(|e| metrics_error(e, None))?;
+    let ts = match columns.as_slice() {
+        [single] => single.ts.clone(),
+        _ => columns
+            .iter()
+            .flat_map(|c| c.ts.iter().copied())
+            .collect::<Vec<_>>()
+            .into(),
+    };
+    let batch = metrics_batch(None, ts, metrics).map_err(arrow_error)?;
+    Ok((PyArrowType(batch), CarryState { inner: carry }))
+}
+
+/// Per-symbol carried state across the RecordBatches of one Spark partition (`mapInArrow`).
+#[pyclass(module = "sparktrends._native")]
+struct MetricsStream {
+    config: core::MetricsConfig,
+    carries: HashMap<String, core::CarryState>,
+}
+
+#[pymethods]
+impl MetricsStream {
+    #[new]
+    #[pyo3(signature = (config=None))]
+    fn new(config: Option<MetricsConfig>) -> Self {
+        MetricsStream {
+            config: config_or_default(config.as_ref()),
+            carries: HashMap::new(),
+        }
+    }
+
+    /// Metrics for a batch with columns symbol, ts, open, high, low, close, volume[, vwap], whose
+    /// rows are time-sorted within each symbol; one output row per input row, same order.
+    fn process(
+        &mut self,
+        py: Python<'_>,
+        batch: PyArrowType<RecordBatch>,
+    ) -> PyResult<PyArrowType<RecordBatch>> {
+        let batch = batch.0;
+        let symbols = SymbolColumn::from_batch(&batch)?;
+        let columns = BarColumns::from_batch(&batch)?;
+        let runs = symbols.runs(batch.num_rows());
+        let config = self.config;
+        let carries = &mut self.carries;
+        let metrics = py.detach(|| process_runs(&config, carries, &symbols, &columns, &runs))?;
+        let symbol_input = batch
+            .column_by_name(arrow_io::SYMBOL)
+            .expect("checked above");
+        let out = metrics_batch(
+            Some(symbols.to_output(symbol_input)),
+            columns.ts.clone(),
+            metrics,
+        )
+        .map_err(arrow_error)?;
+        Ok(PyArrowType(out))
+    }
+
+    /// The carried state of `symbol`, if it has been seen.
+    fn carry(&self, symbol: &str) -> Option<CarryState> {
+        self.carries
+            .get(symbol)
+            .map(|c| CarryState { inner: c.clone() })
+    }
+
+    /// Symbols seen so far.
+    fn symbols(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.carries.keys().cloned().collect();
+        s.sort();
+        s
+    }
+}
+
+/// Computes every symbol run of a batch; the carries change only if the whole batch succeeds.
+fn process_runs(
+    config: &core::MetricsConfig,
+    carries: &mut HashMap<String, core::CarryState>,
+    symbols: &SymbolColumn<'_>,
+    columns: &BarColumns<'_>,
+    runs: &[Range<usize>],
+) -> PyResult<core::Metrics> {
+    let mut all = core::Metrics::default();
+    let mut updated: HashMap<&str, core::CarryState> = HashMap::new();
+    for run in runs {
+        let symbol = symbols.value(run.start);
+        let carry = updated.get(symbol).or_else(|| carries.get(symbol));
+        let (metrics, next) = core::compute(&columns.bars(run.clone()), config, carry)
+            .map_err(|e| metrics_error(e, Some(symbol)))?;
+        all.append(metrics);
+        updated.insert(symbol, next);
+    }
+    carries.extend(updated.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    Ok(all)
+}
+
+/// The output schema as a pyarrow.Schema (with the `symbol` column unless `with_symbol=False`).
+#[pyfunction]
+#[pyo3(name = "metrics_schema", signature = (with_symbol=true))]
+fn metrics_schema_py(with_symbol: bool) -> PyArrowType<arrow_schema::Schema> {
+    PyArrowType(metrics_schema(with_symbol).as_ref().clone())
+}
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", sparktrends_core::VERSION)?;
+    m.add_class::<MetricsConfig>()?;
+    m.add_class::<CarryState>()?;
+    m.add_class::<MetricsStream>()?;
+    m.add_function(wrap_pyfunction!(compute_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics_schema_py, m)?)?;
     Ok(())
 }
