@@ -2,6 +2,7 @@
 # spark-submit one job of spark_jobs/ to the standalone master. The runner container and the local stack
 # both go through this script, so a job runs the same way in either.
 #   scripts/submit.sh <job module> [job args...]      e.g. scripts/submit.sh smoke_kafka_to_postgres --topic T
+#   scripts/submit.sh path/to/driver.py [args...]     a driver outside spark_jobs/ (benchmarks)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 job="${1:?usage: submit.sh <job> [args...]}"; shift
@@ -29,4 +30,4 @@ exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.executor.memory=${SPARK_EXECUTOR_MEMORY:-1g}" \
   --conf "spark.sql.shuffle.partitions=${SPARK_SHUFFLE_PARTITIONS:-6}" \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \
-  "$repo/spark_jobs/$job.py" "$@"
+  "$(case "$job" in *.py) echo "$job";; *) echo "$repo/spark_jobs/$job.py";; esac)" "$@"

@@ -20,8 +20,8 @@ class Config:
     lam: float = 0.94
     max_gap_minutes: float = 15.0
     regime_window: int = 10
-    price_z_warning: float = 6.0
-    price_z_critical: float = 10.0
+    price_z_warning: float = 4.5
+    price_z_critical: float = 8.0
     volume_z_warning: float = 4.0
     volume_z_critical: float = 6.0
     vol_ratio_warning: float = 2.5
@@ -140,7 +140,7 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 
 
 def _verdict(row: pd.Series, cfg: Config) -> tuple[float, str | None, str | None]:
-    price_z = abs(row["robust_z"]) if not np.isnan(row["robust_z"]) else abs(row["return_z"])
+    price_z = np.fmin(abs(row["robust_z"]), abs(row["return_z"]))  # either baseline alone when one is undefined
     detectors = [
         ("price_jump", price_z, cfg.price_z_warning, cfg.price_z_critical),
         ("volume_spike", row["volume_z"], cfg.volume_z_warning, cfg.volume_z_critical),

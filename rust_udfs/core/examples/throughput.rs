@@ -1,6 +1,7 @@
-//! Single-core throughput of the rolling close-to-close vol kernel and of the full `compute`.
+//! Single-core throughput of the rolling kernels and of the full `compute`, one JSON object per line
+//! (read by `bench/kernels.py`, which times numpy/pandas/polars on the same sizes beside it).
 //!
-//! `cargo run --release -p sparktrends-core --example throughput`
+//! `cargo run --release -p sparktrends-core --example throughput [-- ROWS]`
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -30,15 +31,28 @@ fn best_of<F: FnMut()>(runs: usize, mut f: F) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+fn report(kernel: &str, values: usize, secs: f64) {
+    println!(
+        "{{\"kernel\": \"{kernel}\", \"values\": {values}, \"seconds\": {secs:.6}, \"values_per_s\": {:.1}}}",
+        values as f64 / secs
+    );
+}
+
 fn main() {
-    let len = 10_000_000;
+    let len: usize = std::env::args()
+        .nth(1)
+        .map(|arg| arg.parse().expect("ROWS must be a number"))
+        .unwrap_or(10_000_000);
     let x = log_returns(len);
     let mut out = vec![0.0; len];
     let secs = best_of(5, || bench::rolling_std(black_box(&x), 30, 10, &mut out));
-    println!(
-        "rolling std (n=30): {:.0} M values/s",
-        len as f64 / secs / 1e6
-    );
+    report("rolling_std", len, secs);
+
+    let mut mad = vec![0.0; len];
+    let secs = best_of(3, || {
+        bench::rolling_median_mad(black_box(&x), 30, 10, &mut out, &mut mad)
+    });
+    report("rolling_median_mad", len, secs);
 
     let close: Vec<f64> = x
         .iter()
@@ -72,8 +86,5 @@ fn main() {
             carry = Some(next);
         }
     });
-    println!(
-        "compute (all metrics, {chunk}-bar chunks): {:.1} M bars/s",
-        len as f64 / secs / 1e6
-    );
+    report("compute_all_metrics", len, secs);
 }

@@ -1,10 +1,11 @@
 //! Anomaly kinds, severity and the rule that combines the per-kind statistics.
 //!
 //! Three detectors, each with a statistic whose baseline uses only data before t:
-//! - `price_jump`: |robust_z| when it is defined, else |return_z| (the robust z is undefined when
-//!   more than half of the prior returns are identical, typical of illiquid symbols). Robust first
-//!   because an earlier jump inflates the baseline standard deviation for n bars and would mask the
-//!   next one, but not the median and MAD. Two-sided.
+//! - `price_jump`: min(|robust_z|, |return_z|), or whichever of the two is defined. Both
+//!   baselines must call the return extreme: the robust one alone (median/MAD of 30 returns) is a
+//!   noisy scale estimate whose tail fires on ordinary returns, the classic one alone is inflated
+//!   for n bars by an earlier jump. Measured on labelled series (docs/detection.md), the minimum
+//!   keeps recall on ≥ 6σ jumps while cutting false alarms by two thirds. Two-sided.
 //! - `volume_spike`: volume_z. One-sided: unusually low volume is not alerted.
 //! - `vol_regime_shift`: σ_short / σ_base, where σ_short = 1.4826 · median(|ℓ|) over the last s
 //!   returns ending at t (all s must be non-null; for zero-mean Gaussian returns it estimates σ),

@@ -26,9 +26,10 @@ pub struct AnomalyThresholds {
 impl Default for AnomalyThresholds {
     fn default() -> Self {
         Self {
+            // Chosen from the labelled evaluation (bench/detection_eval.py, docs/detection.md).
             price_z: Threshold {
-                warning: 6.0,
-                critical: 10.0,
+                warning: 4.5,
+                critical: 8.0,
             },
             volume_z: Threshold {
                 warning: 4.0,

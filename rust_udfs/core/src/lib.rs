@@ -66,7 +66,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[doc(hidden)]
 pub mod bench {
     //! Kernels exposed for the throughput example only.
-    use crate::rolling::{rolling, MomentAgg, Reciprocals, Segments};
+    use crate::rolling::{rolling, MomentAgg, Reciprocals, Segments, SortedWindow};
 
     /// Rolling sample standard deviation of `x` over one segment (the `vol_cc` kernel).
     pub fn rolling_std(x: &[f64], window: usize, min_periods: usize, out: &mut [f64]) {
@@ -85,5 +85,31 @@ pub mod bench {
             },
         );
         out.iter_mut().for_each(|v| *v = v.sqrt());
+    }
+
+    /// Rolling median and median absolute deviation of `x` over windows of `window` values ending at
+    /// each t (the `robust_z` baseline kernel), null until `min_periods` values are in.
+    pub fn rolling_median_mad(
+        x: &[f64],
+        window: usize,
+        min_periods: usize,
+        median_out: &mut [f64],
+        mad_out: &mut [f64],
+    ) {
+        let mut sorted = SortedWindow::with_capacity(window + 1);
+        for (t, &value) in x.iter().enumerate() {
+            sorted.insert(value);
+            if t >= window {
+                sorted.remove(x[t - window]);
+            }
+            if sorted.len() >= min_periods {
+                let median = sorted.median();
+                median_out[t] = median;
+                mad_out[t] = sorted.median_abs_deviation(median);
+            } else {
+                median_out[t] = f64::NAN;
+                mad_out[t] = f64::NAN;
+            }
+        }
     }
 }

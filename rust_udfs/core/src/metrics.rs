@@ -833,14 +833,11 @@ fn anomalies(
                 prior_returns.remove(series.log_ret[t - n]);
             }
 
-            let price_z = if out.robust_z[t].is_nan() {
-                out.return_z[t]
-            } else {
-                out.robust_z[t]
-            };
+            // f64::min ignores a NaN operand: with one baseline undefined, the other decides.
+            let price_z = out.robust_z[t].abs().min(out.return_z[t].abs());
             let verdict = judge(
                 AnomalyStats {
-                    price_z: price_z.abs(),
+                    price_z,
                     volume_z: out.volume_z[t],
                     vol_ratio,
                 },
