@@ -90,25 +90,45 @@ def detections(bars: pa.Table, config: dict | None) -> dict[tuple[str, str], lis
     return found
 
 
+def label_window(label: dict) -> tuple[int, int]:
+    """Bar times [start, end) during which a detection of the label's kind counts as finding it: the labelled
+    bar for a jump or a spike, the whole labelled regime for a regime shift."""
+    if label["kind"] == "vol_regime_shift":
+        return label["ts_ms"], label["ts_ms"] + int(label.get("duration_minutes", 30)) * MINUTE_MS
+    return label["ts_ms"], label["ts_ms"] + MATCH_WINDOW[label["kind"]] * MINUTE_MS
+
+
 def score(found: dict[tuple[str, str], list[int]], labels: list[dict]) -> dict[str, dict]:
+    """Per kind: recall (labels found), precision (detections that found a label of their kind),
+    precision_any (detections inside any injected anomaly: a jump flagged at a regime's onset is a real
+    anomaly, of another kind), delays, and for price jumps the recall on jumps of at least 6 sigma."""
+    windows_by_symbol: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for lab in labels:
+        windows_by_symbol[lab["symbol"]].append(label_window(lab))
     results = {}
     for kind in KINDS:
-        window = MATCH_WINDOW[kind] * MINUTE_MS
         kind_labels = [lab for lab in labels if lab["kind"] == kind]
-        matched_detections: set[tuple[str, int]] = set()
-        delays, hits = [], 0
+        matched: set[tuple[str, int]] = set()
+        delays, found_labels, big, big_found = [], 0, 0, 0
         for lab in kind_labels:
-            times = [t for t in found.get((lab["symbol"], kind), []) if lab["ts_ms"] <= t < lab["ts_ms"] + window]
+            start, end = label_window(lab)
+            times = [t for t in found.get((lab["symbol"], kind), []) if start <= t < end]
+            is_big = abs(lab.get("size_sigma") or 0) >= 6
+            big += is_big
             if times:
-                hits += 1
+                found_labels += 1
+                big_found += is_big
                 delays.append((min(times) - lab["ts_ms"]) / MINUTE_MS)
-                matched_detections.update((lab["symbol"], t) for t in times)
-        total_detections = sum(len(v) for (_, k), v in found.items() if k == kind)
+                matched.update((lab["symbol"], t) for t in times)
+        detections = [(sym, t) for (sym, k), ts in found.items() if k == kind for t in ts]
+        inside_any = sum(any(a <= t < b for a, b in windows_by_symbol[sym]) for sym, t in detections)
         results[kind] = {
             "labels": len(kind_labels),
-            "detections": total_detections,
-            "recall": hits / len(kind_labels) if kind_labels else None,
-            "precision": len(matched_detections) / total_detections if total_detections else None,
+            "detections": len(detections),
+            "precision": len(matched) / len(detections) if detections else None,
+            "precision_any": inside_any / len(detections) if detections else None,
+            "recall": found_labels / len(kind_labels) if kind_labels else None,
+            "recall_6sigma": big_found / big if big else None,
             "mean_delay_min": sum(delays) / len(delays) if delays else None,
             "max_delay_min": max(delays) if delays else None,
         }
@@ -134,7 +154,9 @@ def run(_settings: object = None) -> list[dict]:
     result = evaluate()[0]
     rows = []
     for kind, r in result["kinds"].items():
-        for metric in ("precision", "recall", "mean_delay_min"):
+        for metric in ("precision", "precision_any", "recall", "recall_6sigma", "mean_delay_min"):
+            if r[metric] is None:
+                continue
             rows.append(
                 {
                     "section": "detection",
@@ -161,14 +183,15 @@ def main() -> int:
     for item in args.sweep:
         key, values = item.split("=", 1)
         configs = [{**(c or {}), key: float(v)} for c in configs for v in values.split(",")]
-    print("| config | kind | labels | detections | precision | recall | mean delay (min) | max delay (min) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    columns = ("labels", "detections", "precision", "precision_any", "recall", "recall_6sigma", "mean_delay_min",
+               "max_delay_min")  # fmt: skip
+    print("| config | kind | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---:|" * len(columns))
     for result in evaluate(args.symbols, args.days, args.seed, configs):
         changed = {k: v for k, v in result["config"].items() if v != sparktrends.MetricsConfig().to_dict()[k]}
         for kind, r in result["kinds"].items():
             cells = [
-                f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k])
-                for k in ("labels", "detections", "precision", "recall", "mean_delay_min", "max_delay_min")
+                f"{r[k]:.3f}" if isinstance(r[k], float) else ("-" if r[k] is None else str(r[k])) for k in columns
             ]
             print(f"| {changed or 'defaults'} | {kind} | " + " | ".join(cells) + " |")
     return 0

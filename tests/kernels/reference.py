@@ -24,8 +24,8 @@ class Config:
     price_z_critical: float = 8.0
     volume_z_warning: float = 4.0
     volume_z_critical: float = 6.0
-    vol_ratio_warning: float = 2.5
-    vol_ratio_critical: float = 4.0
+    vol_ratio_warning: float = 3.0
+    vol_ratio_critical: float = 4.5
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

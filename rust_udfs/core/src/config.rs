@@ -36,8 +36,8 @@ impl Default for AnomalyThresholds {
                 critical: 6.0,
             },
             vol_ratio: Threshold {
-                warning: 2.5,
-                critical: 4.0,
+                warning: 3.0,
+                critical: 4.5,
             },
         }
     }
