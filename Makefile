@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 STACK := $(PY) scripts/stack.py
 
-.PHONY: setup wheel up down status logs run test lint fmt clean
+.PHONY: setup wheel up down status logs run bench test lint fmt clean
 
 setup:            ## system packages, .venv, Kafka broker classpath, Spark connector jars
 	@bash scripts/bootstrap.sh
@@ -24,8 +24,11 @@ status:           ## one line per service: state, pid, endpoint (exit 1 if any i
 logs:             ## last lines of every service log (make logs SERVICE=kafka FOLLOW=1)
 	@$(STACK) logs $(SERVICE) $(if $(FOLLOW),-f)
 
-run: up           ## the pipeline on the local stack (for now: the stack itself)
-	@echo "run: the stack is up; the pipeline jobs arrive with the pipeline issue"
+run: up           ## the pipeline on the local stack: synthetic market (or SOURCE=binance|...) -> ... -> alerts
+	@$(PY) scripts/pipeline.py --source $(or $(SOURCE),synthetic) $(if $(FOR),--for $(FOR))
+
+bench: wheel      ## every benchmark section side by side; JSON + markdown in .bench/ (make bench SECTIONS=kernels)
+	@$(PY) bench/run.py $(SECTIONS)
 
 test:             ## install, build, lint, start the stack, run Rust tests and pytest, stop the stack
 	@bash scripts/test.sh

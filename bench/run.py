@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section side by side in one run, each against its natural alternative.
 
-    python bench/run.py [section ...]        sections: kernels, spark, ingest, pipeline, alerts (default: all)
+    python bench/run.py [section ...]        sections: kernels, detection, spark, ingest, alerts (default: all)
 
 Results go to .bench/results.json (all numbers) and .bench/results.md (the table printed at the end).
 Sections that need the local stack start it first (scripts/stack.py up). Numbers are measurements of this
@@ -26,9 +26,9 @@ OUT = REPO / ".bench"
 # section -> (module in bench/, needs the stack)
 SECTIONS = {
     "kernels": ("kernels", False),
+    "detection": ("detection_eval", False),
     "spark": ("spark_metrics", True),
     "ingest": ("ingest_replay", True),
-    "pipeline": ("pipeline_e2e", True),
     "alerts": ("alerts_latency", True),
 }
 
@@ -42,7 +42,7 @@ def markdown(rows: list[dict]) -> str:
             "|---|---|---:|---|---|",
         ]
         for r in (r for r in rows if r["section"] == section):
-            value = r["value"]
+            value = r.get("value")
             shown = f"{value:,.1f}" if isinstance(value, float) else str(value)
             lines.append(f"| {r['name']} | {r.get('impl', '')} | {shown} | {r['unit']} | {r.get('notes', '')} |")
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON="${PYTHON:-python3}"
-stamp=".venv/.bootstrap-$(cat versions.env requirements-dev.txt | sha256sum | cut -c1-16)"
+stamp=".venv/.bootstrap-$(cat versions.env requirements-*.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   say "creating .venv (pyspark==$SPARK_VERSION + requirements-dev.txt)"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

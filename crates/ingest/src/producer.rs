@@ -1,0 +1,150 @@
+//! The Kafka side: an idempotent, fully acknowledged, compressed, batching producer, a start-up check that the
+//! broker answers and the topics exist, and a bounded flush at shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tracing::{error, info};
+
+use crate::sink::Sink;
+use crate::stats::Stats;
+
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    pub bootstrap: String,
+    pub linger_ms: u32,
+    pub batch_bytes: u32,
+    pub compression: String,
+    pub connect_timeout: Duration,
+    /// Extra librdkafka properties (`key=value`), applied last.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// Counts broker acknowledgements; librdkafka calls this from the producer's polling thread.
+pub struct DeliveryCounter {
+    stats: Arc<Stats>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((err, _)) => {
+                let failures = self.stats.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                // The first failures say what is wrong; the rate line counts the rest.
+                if failures < 10 {
+                    error!("delivery failed: {err}");
+                }
+            }
+        }
+    }
+}
+
+pub struct KafkaSink {
+    producer: ThreadedProducer<DeliveryCounter>,
+}
+
+impl KafkaSink {
+    /// Creates the producer and checks, within the connect timeout, that the broker answers and every topic in
+    /// `required_topics` exists (a missing topic would otherwise be auto-created with the wrong settings).
+    pub fn connect(
+        settings: &ProducerSettings,
+        required_topics: &[&str],
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<Self> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &settings.compression)
+            .set("linger.ms", settings.linger_ms.to_string())
+            .set("batch.size", settings.batch_bytes.to_string())
+            // A deep local queue lets replay run ahead of the network without blocking on every batch.
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("client.id", "sparktrends-ingest");
+        for (key, value) in &settings.overrides {
+            config.set(key, value);
+        }
+        let producer: ThreadedProducer<DeliveryCounter> = config
+            .create_with_context(DeliveryCounter { stats })
+            .context("cannot create the Kafka producer")?;
+        let metadata = producer
+            .client()
+            .fetch_metadata(None, settings.connect_timeout)
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "Kafka at {} is unreachable (no metadata within {:?}): {err}",
+                    settings.bootstrap,
+                    settings.connect_timeout
+                )
+            })?;
+        let missing: Vec<&str> = required_topics
+            .iter()
+            .copied()
+            .filter(|name| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == *name && t.error().is_none())
+            })
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "Kafka at {} has no topic {} (create it first)",
+                settings.bootstrap,
+                missing.join(", ")
+            );
+        }
+        info!(
+            "connected to Kafka at {} ({} broker(s)); topics: {}",
+            settings.bootstrap,
+            metadata.brokers().len(),
+            required_topics.join(", ")
+        );
+        Ok(Self { producer })
+    }
+
+    /// Waits for every queued message to be acknowledged; returns how many were still pending on timeout.
+    pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.producer.flush(timeout).map_err(|err| {
+            anyhow::anyhow!(
+                "flush incomplete after {timeout:?}: {err}; {} message(s) undelivered",
+                self.producer.in_flight_count()
+            )
+        })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // Back-pressure: the local queue is full, so wait for batches to leave rather than drop.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((err, _)) => {
+                    return Err(err).with_context(|| format!("cannot queue a message for {topic}"))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Where accepted and refused messages go. Kafka in production; an in-memory sink lets the sources' mapping be
+//! unit-tested without a broker.
+
+use std::sync::Mutex;
+
+pub trait Sink: Send + Sync {
+    /// Queue one record; `key` is the symbol so one partition holds a symbol's messages in order.
+    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()>;
+}
+
+/// A record as a sink received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub topic: String,
+    pub key: String,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Default)]
+pub struct MemorySink {
+    records: Mutex<Vec<Record>>,
+}
+
+impl MemorySink {
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().expect("memory sink lock").clone()
+    }
+
+    pub fn on_topic(&self, topic: &str) -> Vec<Record> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.topic == topic)
+            .collect()
+    }
+}
+
+impl Sink for MemorySink {
+    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let payload = serde_json::from_slice(payload)?;
+        self.records.lock().expect("memory sink lock").push(Record {
+            topic: topic.to_string(),
+            key: key.to_string(),
+            payload,
+        });
+        Ok(())
+    }
+}

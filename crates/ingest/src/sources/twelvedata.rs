@@ -1,0 +1,591 @@
+//! Twelve Data: REST `time_series` 1-minute bars (backfill at start, then incremental polls within the plan's
+//! per-minute limit, never re-sending a bar: the last sent bar time is tracked per symbol) and the WebSocket
+//! price stream (`/v1/quotes/price`) whose quotes become size-0 trades. The key travels in the
+//! `Authorization: apikey <key>` header. Errors arrive as HTTP 200 `{"status":"error","code":..}` and are
+//! treated as errors (dead-lettered and retried by code), never as an empty series.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use crate::emitter::Emitter;
+use crate::http::{self, HttpOutcome, Pacer};
+use crate::messages::{now_ms, Bar, Trade, MINUTE_MS};
+use crate::shutdown::Shutdown;
+use crate::sources::finnhub::encode_query;
+use crate::validation::TimeCheck;
+use crate::ws::WsProtocol;
+
+pub const SOURCE: &str = "twelvedata";
+/// The largest `outputsize` Twelve Data serves.
+pub const MAX_OUTPUTSIZE: usize = 5000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimeSeriesError {
+    /// `{"status":"error","code":..,"message":..}`
+    Provider {
+        code: i64,
+        message: String,
+    },
+    Malformed(String),
+}
+
+impl std::fmt::Display for TimeSeriesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Provider { code, message } => write!(f, "provider error {code}: {message}"),
+            Self::Malformed(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// What to do after a provider error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Credits for this minute are spent: wait for the next minute, then ask again for the same symbol.
+    AfterPause(Duration),
+    /// A server-side failure: try again at the next poll.
+    NextPoll,
+    /// Bad symbol, bad key, plan without access: asking again cannot help; the symbol is dropped.
+    Never,
+}
+
+pub fn retry_policy(code: i64, now_ms: i64) -> RetryPolicy {
+    match code {
+        429 => {
+            // Twelve Data's credits refill at the minute boundary.
+            let to_next_minute = MINUTE_MS - now_ms.rem_euclid(MINUTE_MS) + 1_000;
+            RetryPolicy::AfterPause(Duration::from_millis(to_next_minute as u64))
+        }
+        400 | 401 | 403 | 404 | 414 => RetryPolicy::Never,
+        _ => RetryPolicy::NextPoll,
+    }
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    symbol: Option<String>,
+    exchange_timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireBar {
+    datetime: String,
+    open: String,
+    high: String,
+    low: String,
+    close: String,
+    /// Absent for forex pairs.
+    volume: Option<String>,
+}
+
+/// Convert a `values[].datetime` in the exchange's zone to UTC milliseconds. A wall time that falls twice
+/// (DST ends) takes its first occurrence; one that never exists (DST starts) is an error.
+pub fn exchange_time_to_utc_ms(datetime: &str, zone: Tz) -> Result<i64, String> {
+    let naive = NaiveDateTime::parse_from_str(datetime, "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| {
+            NaiveDate::parse_from_str(datetime, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight"))
+        })
+        .map_err(|_| format!("unreadable datetime {datetime:?}"))?;
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.timestamp_millis())
+        .ok_or_else(|| format!("datetime {datetime:?} does not exist in {zone}"))
+}
+
+/// Parse a `time_series` body into bars sorted oldest first.
+pub fn parse_time_series(requested_symbol: &str, body: &str) -> Result<Vec<Bar>, TimeSeriesError> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| TimeSeriesError::Malformed(format!("malformed JSON: {e}")))?;
+    if value.get("status").and_then(Value::as_str) == Some("error") {
+        return Err(TimeSeriesError::Provider {
+            code: value.get("code").and_then(Value::as_i64).unwrap_or(0),
+            message: value
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        });
+    }
+    let meta: Meta = serde_json::from_value(value.get("meta").cloned().unwrap_or(Value::Null))
+        .map_err(|e| TimeSeriesError::Malformed(format!("malformed meta: {e}")))?;
+    let zone: Tz = match meta.exchange_timezone.as_deref() {
+        Some(name) => name
+            .parse()
+            .map_err(|_| TimeSeriesError::Malformed(format!("unknown time zone {name:?}")))?,
+        None => {
+            return Err(TimeSeriesError::Malformed(
+                "meta.exchange_timezone missing".into(),
+            ))
+        }
+    };
+    let symbol = meta.symbol.unwrap_or_else(|| requested_symbol.to_string());
+    let values: Vec<WireBar> =
+        serde_json::from_value(value.get("values").cloned().unwrap_or(Value::Null))
+            .map_err(|e| TimeSeriesError::Malformed(format!("malformed values: {e}")))?;
+    let number = |field: &str, text: &str| {
+        text.parse::<f64>()
+            .map_err(|_| TimeSeriesError::Malformed(format!("{field} is not a number: {text:?}")))
+    };
+    let mut bars = values
+        .iter()
+        .map(|wire| {
+            Ok(Bar {
+                source: SOURCE.into(),
+                symbol: symbol.clone(),
+                ts_ms: exchange_time_to_utc_ms(&wire.datetime, zone)
+                    .map_err(TimeSeriesError::Malformed)?,
+                open: number("open", &wire.open)?,
+                high: number("high", &wire.high)?,
+                low: number("low", &wire.low)?,
+                close: number("close", &wire.close)?,
+                volume: wire
+                    .volume
+                    .as_deref()
+                    .map(|v| number("volume", v))
+                    .transpose()?
+                    .unwrap_or(0.0),
+                trades: None,
+                vwap: None,
+            })
+        })
+        .collect::<Result<Vec<_>, TimeSeriesError>>()?;
+    // The API answers newest first; downstream wants each symbol's bars in time order.
+    bars.sort_by_key(|b| b.ts_ms);
+    Ok(bars)
+}
+
+/// Bars to send: closed (the newest value is the minute still forming) and newer than the last one sent.
+pub fn unsent_closed_bars(bars: Vec<Bar>, last_sent: Option<i64>, now_ms: i64) -> Vec<Bar> {
+    bars.into_iter()
+        .filter(|b| b.ts_ms + MINUTE_MS <= now_ms && last_sent.is_none_or(|last| b.ts_ms > last))
+        .collect()
+}
+
+/// How many bars to ask for: the backfill depth first, then enough to cover the time since the last bar.
+pub fn outputsize(last_sent: Option<i64>, backfill: usize, now_ms: i64) -> usize {
+    match last_sent {
+        None => backfill.clamp(1, MAX_OUTPUTSIZE),
+        Some(last) => (((now_ms - last) / MINUTE_MS) as usize + 2).clamp(2, MAX_OUTPUTSIZE),
+    }
+}
+
+pub struct RestSettings {
+    pub rest_url: String,
+    pub api_key: String,
+    pub symbols: Vec<String>,
+    pub backfill_bars: usize,
+    pub poll_interval: Duration,
+    pub per_minute: f64,
+    pub http_timeout: Duration,
+}
+
+pub async fn run_rest(
+    settings: RestSettings,
+    emitter: Arc<Emitter>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let client = http::client(settings.http_timeout)?;
+    let mut pacer = Pacer::per_minute(settings.per_minute);
+    let base = settings.rest_url.trim_end_matches('/');
+    let authorization = format!("apikey {}", settings.api_key);
+    let mut last_sent: HashMap<String, i64> = HashMap::new();
+    let mut active: Vec<String> = settings.symbols.clone();
+    while !active.is_empty() {
+        let round_start = tokio::time::Instant::now();
+        let mut index = 0;
+        while index < active.len() {
+            if !pacer.acquire(&shutdown).await {
+                return Ok(());
+            }
+            let symbol = active[index].clone();
+            let previous = last_sent.get(&symbol).copied();
+            let size = outputsize(previous, settings.backfill_bars, now_ms());
+            let url = format!(
+                "{base}/time_series?symbol={}&interval=1min&outputsize={size}",
+                encode_query(&symbol)
+            );
+            let outcome = http::get(
+                &client,
+                &url,
+                &[("Authorization", authorization.as_str())],
+                Duration::from_secs(60),
+            )
+            .await;
+            let body = match outcome {
+                Ok(HttpOutcome::Body(body)) => body,
+                Ok(HttpOutcome::RateLimited(wait)) => {
+                    warn!(
+                        "twelvedata: HTTP 429 for {symbol}, waiting {wait:?} as Retry-After asks"
+                    );
+                    pacer.pause(wait);
+                    continue;
+                }
+                Ok(HttpOutcome::Status(status, body)) => {
+                    emitter.dead_letter(
+                        SOURCE,
+                        &format!("time_series {symbol}: HTTP {status}"),
+                        &body,
+                    );
+                    index += 1;
+                    continue;
+                }
+                Err(err) => {
+                    warn!("twelvedata: time_series {symbol}: {err:#}");
+                    index += 1;
+                    continue;
+                }
+            };
+            match parse_time_series(&symbol, &body) {
+                Ok(bars) => {
+                    let fresh = unsent_closed_bars(bars, previous, now_ms());
+                    // The first fetch is the backfill: history on purpose, exempt from the time window.
+                    let time = if previous.is_none() {
+                        TimeCheck::Exempt
+                    } else {
+                        TimeCheck::Live
+                    };
+                    for bar in &fresh {
+                        emitter.bar(bar, None, time);
+                    }
+                    if let Some(newest) = fresh.last() {
+                        last_sent.insert(symbol.clone(), newest.ts_ms);
+                    }
+                    if previous.is_none() {
+                        info!("twelvedata: backfilled {} bar(s) for {symbol}", fresh.len());
+                    }
+                    index += 1;
+                }
+                Err(err) => {
+                    emitter.dead_letter(SOURCE, &format!("time_series {symbol}: {err}"), &body);
+                    match err {
+                        TimeSeriesError::Provider { code, .. } => {
+                            match retry_policy(code, now_ms()) {
+                                RetryPolicy::AfterPause(wait) => {
+                                    warn!("twelvedata: credits exhausted (code {code}), retrying {symbol} in {wait:?}");
+                                    pacer.pause(wait);
+                                }
+                                RetryPolicy::NextPoll => index += 1,
+                                RetryPolicy::Never => {
+                                    error!("twelvedata: dropping {symbol}: code {code} will not change by asking again");
+                                    active.remove(index);
+                                }
+                            }
+                        }
+                        TimeSeriesError::Malformed(_) => index += 1,
+                    }
+                }
+            }
+        }
+        let elapsed = round_start.elapsed();
+        if elapsed < settings.poll_interval
+            && !shutdown.sleep(settings.poll_interval - elapsed).await
+        {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("twelvedata: every symbol was dropped after permanent provider errors")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PriceEvent {
+    Quote(Trade),
+    Heartbeat,
+    /// Subscription result: the symbols the provider refused.
+    SubscribeStatus {
+        failed: Vec<String>,
+    },
+    Error(String),
+    Other,
+}
+
+pub fn parse_ws_frame(text: &str) -> Result<PriceEvent, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
+    let event = value
+        .get("event")
+        .and_then(Value::as_str)
+        .ok_or("frame without an \"event\"")?;
+    if value.get("status").and_then(Value::as_str) == Some("error") {
+        let message = value
+            .get("message")
+            .or_else(|| value.get("messages"))
+            .map(Value::to_string)
+            .unwrap_or_default();
+        return Ok(PriceEvent::Error(format!("{event}: {message}")));
+    }
+    match event {
+        "price" => {
+            let symbol = value
+                .get("symbol")
+                .and_then(Value::as_str)
+                .ok_or("price event without a symbol")?;
+            let price =
+                as_number(value.get("price")).ok_or("price event without a numeric price")?;
+            let timestamp =
+                as_number(value.get("timestamp")).ok_or("price event without a timestamp")?;
+            // Documented in seconds; accept milliseconds too rather than land in 1970 or year 50000.
+            let ts_ms = if timestamp < 1e11 {
+                (timestamp * 1000.0).round() as i64
+            } else {
+                timestamp.round() as i64
+            };
+            Ok(PriceEvent::Quote(Trade {
+                source: SOURCE.into(),
+                symbol: symbol.to_string(),
+                ts_ms,
+                price,
+                size: 0.0,
+                trade_id: None,
+            }))
+        }
+        "heartbeat" => Ok(PriceEvent::Heartbeat),
+        "subscribe-status" => {
+            let failed = value
+                .get("fails")
+                .and_then(Value::as_array)
+                .map(|fails| {
+                    fails
+                        .iter()
+                        .map(|f| {
+                            f.get("symbol")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                                .unwrap_or_else(|| f.to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(PriceEvent::SubscribeStatus { failed })
+        }
+        _ => Ok(PriceEvent::Other),
+    }
+}
+
+fn as_number(value: Option<&Value>) -> Option<f64> {
+    match value? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn subscribe_message(symbols: &[String]) -> String {
+    serde_json::json!({"action": "subscribe", "params": {"symbols": symbols.join(",")}}).to_string()
+}
+
+pub const HEARTBEAT: &str = r#"{"action":"heartbeat"}"#;
+
+pub struct PriceProtocol {
+    pub emitter: Arc<Emitter>,
+    pub symbols: Vec<String>,
+}
+
+impl WsProtocol for PriceProtocol {
+    fn subscribe_messages(&self) -> Vec<String> {
+        vec![subscribe_message(&self.symbols)]
+    }
+
+    fn on_text(&mut self, text: &str) -> Vec<String> {
+        match parse_ws_frame(text) {
+            Ok(PriceEvent::Quote(trade)) => {
+                self.emitter.trade(&trade, Some(text), TimeCheck::Live);
+            }
+            Ok(PriceEvent::SubscribeStatus { failed }) if !failed.is_empty() => {
+                self.emitter.dead_letter(
+                    SOURCE,
+                    &format!("subscription refused for {}", failed.join(",")),
+                    text,
+                );
+            }
+            Ok(PriceEvent::SubscribeStatus { .. }) => info!("twelvedata: subscription confirmed"),
+            Ok(PriceEvent::Error(message)) => {
+                self.emitter
+                    .dead_letter(SOURCE, &format!("provider error: {message}"), text)
+            }
+            Ok(PriceEvent::Heartbeat | PriceEvent::Other) => {}
+            Err(reason) => self.on_malformed(&reason, text),
+        }
+        Vec::new()
+    }
+
+    fn on_malformed(&mut self, reason: &str, raw: &str) {
+        self.emitter.dead_letter(SOURCE, reason, raw);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emitter::test_support::memory_emitter;
+
+    const SERIES: &str = r#"{"meta":{"symbol":"AAPL","interval":"1min","currency":"USD","exchange_timezone":"America/New_York","exchange":"NASDAQ","mic_code":"XNGS","type":"Common Stock"},"values":[{"datetime":"2024-01-02 15:59:00","open":"185.60001","high":"185.67","low":"185.53","close":"185.64","volume":"1001953"},{"datetime":"2024-01-02 15:58:00","open":"185.5","high":"185.62","low":"185.45","close":"185.6","volume":"401204"}],"status":"ok"}"#;
+
+    #[test]
+    fn time_series_in_exchange_time_becomes_sorted_utc_bars() {
+        let bars = parse_time_series("AAPL", SERIES).unwrap();
+        assert_eq!(bars.len(), 2);
+        // 15:58 New York in January (EST, UTC-5) is 20:58 UTC.
+        assert_eq!(bars[0].ts_ms, 1_704_229_080_000);
+        assert_eq!(bars[1].ts_ms, bars[0].ts_ms + MINUTE_MS);
+        assert_eq!(
+            (bars[1].open, bars[1].close, bars[1].volume),
+            (185.60001, 185.64, 1_001_953.0)
+        );
+    }
+
+    #[test]
+    fn timezone_conversion_follows_daylight_saving() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // July: EDT, UTC-4.
+        assert_eq!(
+            exchange_time_to_utc_ms("2024-07-01 09:30:00", ny).unwrap(),
+            1_719_840_600_000
+        );
+        // Clocks jump from 02:00 to 03:00 on 2024-03-10: 02:30 never happens.
+        assert!(exchange_time_to_utc_ms("2024-03-10 02:30:00", ny)
+            .unwrap_err()
+            .contains("does not exist"));
+        // 01:30 happens twice on 2024-11-03: the first (EDT) occurrence is taken.
+        assert_eq!(
+            exchange_time_to_utc_ms("2024-11-03 01:30:00", ny).unwrap(),
+            1_730_611_800_000
+        );
+        let utc: Tz = "UTC".parse().unwrap();
+        assert_eq!(
+            exchange_time_to_utc_ms("2024-01-02", utc).unwrap(),
+            1_704_153_600_000
+        );
+        assert!(exchange_time_to_utc_ms("02/01/2024", utc).is_err());
+    }
+
+    #[test]
+    fn http_200_error_payloads_are_errors_not_empty_results() {
+        let body = r#"{"code":429,"message":"You have run out of API credits for the current minute.","status":"error"}"#;
+        assert_eq!(
+            parse_time_series("AAPL", body).unwrap_err(),
+            TimeSeriesError::Provider {
+                code: 429,
+                message: "You have run out of API credits for the current minute.".into()
+            }
+        );
+        let not_found = r#"{"code":400,"message":"**symbol** not found: XXXX.","status":"error","meta":{"symbol":"XXXX","interval":"1min","exchange":""}}"#;
+        assert!(matches!(
+            parse_time_series("XXXX", not_found),
+            Err(TimeSeriesError::Provider { code: 400, .. })
+        ));
+        assert!(matches!(
+            parse_time_series("A", r#"{"meta":{"symbol":"A"},"values":[]}"#),
+            Err(TimeSeriesError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_time_series("A", "<html>"),
+            Err(TimeSeriesError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn forex_series_without_volume() {
+        let body = r#"{"meta":{"symbol":"EUR/USD","interval":"1min","currency_base":"Euro","currency_quote":"US Dollar","exchange_timezone":"UTC","type":"Physical Currency"},"values":[{"datetime":"2024-01-02 10:00:00","open":"1.0941","high":"1.0942","low":"1.0940","close":"1.0941"}],"status":"ok"}"#;
+        let bars = parse_time_series("EUR/USD", body).unwrap();
+        assert_eq!(bars[0].volume, 0.0);
+        assert_eq!(bars[0].symbol, "EUR/USD");
+    }
+
+    #[test]
+    fn retry_policy_by_code() {
+        assert_eq!(
+            retry_policy(429, 59_000),
+            RetryPolicy::AfterPause(Duration::from_millis(2_000))
+        );
+        assert_eq!(retry_policy(401, 0), RetryPolicy::Never);
+        assert_eq!(retry_policy(400, 0), RetryPolicy::Never);
+        assert_eq!(retry_policy(500, 0), RetryPolicy::NextPoll);
+    }
+
+    #[test]
+    fn only_closed_unsent_bars_are_sent() {
+        let bars = parse_time_series("AAPL", SERIES).unwrap();
+        let first = bars[0].ts_ms;
+        // At first+90s the second bar (first+60s) is still forming.
+        let now = first + 90_000;
+        let sent = unsent_closed_bars(bars.clone(), None, now);
+        assert_eq!(
+            sent.iter().map(|b| b.ts_ms).collect::<Vec<_>>(),
+            vec![first]
+        );
+        assert!(unsent_closed_bars(bars.clone(), Some(first), now).is_empty());
+        assert_eq!(
+            unsent_closed_bars(bars, Some(first), first + 120_000).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn outputsize_covers_the_gap() {
+        assert_eq!(outputsize(None, 390, 0), 390);
+        assert_eq!(outputsize(None, 99_999, 0), MAX_OUTPUTSIZE);
+        assert_eq!(outputsize(Some(0), 390, 5 * MINUTE_MS), 7);
+        assert_eq!(outputsize(Some(0), 390, 0), 2);
+    }
+
+    #[test]
+    fn websocket_frames() {
+        let price = r#"{"event":"price","symbol":"AAPL","currency":"USD","exchange":"NASDAQ","mic_code":"XNAS","type":"Common Stock","timestamp":1700000000,"price":189.43,"day_volume":40123456}"#;
+        let PriceEvent::Quote(quote) = parse_ws_frame(price).unwrap() else {
+            panic!("not a quote")
+        };
+        assert_eq!(
+            (quote.ts_ms, quote.price, quote.size),
+            (1_700_000_000_000, 189.43, 0.0)
+        );
+        assert_eq!(
+            parse_ws_frame(r#"{"event":"heartbeat","status":"ok"}"#).unwrap(),
+            PriceEvent::Heartbeat
+        );
+        let status = r#"{"event":"subscribe-status","status":"ok","success":[{"symbol":"AAPL","exchange":"NASDAQ","mic_code":"XNAS","country":"United States","type":"Common Stock"}],"fails":[{"symbol":"NOPE"}]}"#;
+        assert_eq!(
+            parse_ws_frame(status).unwrap(),
+            PriceEvent::SubscribeStatus {
+                failed: vec!["NOPE".into()]
+            }
+        );
+        assert!(matches!(
+            parse_ws_frame(r#"{"event":"subscribe-status","status":"error","messages":["bad"]}"#)
+                .unwrap(),
+            PriceEvent::Error(_)
+        ));
+        assert!(parse_ws_frame(r#"{"symbol":"AAPL"}"#).is_err());
+        assert!(parse_ws_frame(r#"{"event":"price","symbol":"AAPL","timestamp":1}"#).is_err());
+    }
+
+    #[test]
+    fn protocol_subscribes_once_with_all_symbols_and_dead_letters_refusals() {
+        let (emitter, sink) = memory_emitter(&["AAPL"]);
+        let mut protocol = PriceProtocol {
+            emitter,
+            symbols: vec!["AAPL".into(), "EUR/USD".into()],
+        };
+        assert_eq!(
+            protocol.subscribe_messages(),
+            vec![r#"{"action":"subscribe","params":{"symbols":"AAPL,EUR/USD"}}"#.to_string()]
+        );
+        protocol.on_text(r#"{"event":"subscribe-status","status":"ok","success":[],"fails":[{"symbol":"EUR/USD"}]}"#);
+        let now_s = now_ms() / 1000;
+        protocol.on_text(&format!(
+            r#"{{"event":"price","symbol":"AAPL","timestamp":{now_s},"price":1.5}}"#
+        ));
+        assert_eq!(sink.on_topic("market.trades.v1").len(), 1);
+        let letters = sink.on_topic("market.deadletter.v1");
+        assert!(letters[0].payload["reason"]
+            .as_str()
+            .unwrap()
+            .contains("EUR/USD"));
+    }
+}

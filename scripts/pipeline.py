@@ -1,0 +1,178 @@
+"""Run the whole SparkTrends pipeline on a running stack: ingest -> bars job -> metrics job (+ companies job)
+-> PostgreSQL -> alerter, and print what has landed every few seconds.
+
+    python scripts/pipeline.py [--source synthetic|binance|finnhub|twelvedata|replay] [--for SECONDS]
+    python scripts/pipeline.py --external-stack --components bars-job,metrics-job,companies-job   (compose runner)
+
+Locally the stack (`make up`) must be up. Every process logs to .stack/logs/pipeline-<name>.log; Ctrl-C (or
+--for) stops them all, ingest first so the jobs can drain. The compose runner runs this same script for the
+Spark jobs; there, ingest and the alerter are services of their own and compose checks the services' health.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import stack  # noqa: E402
+
+
+@dataclass
+class Component:
+    name: str
+    cmd: list[str]
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        log_path = stack.LOGS / f"pipeline-{self.name}.log"
+        out = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+        )
+        print(f"pipeline: started {self.name} (pid {self.proc.pid}), log {log_path}", flush=True)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 60) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        print(f"pipeline: stopped {self.name}", flush=True)
+
+
+def rust_binary(name: str) -> str:
+    """The installed binary (the image puts it on PATH), else this checkout's release build."""
+    installed = shutil.which(name)
+    if installed:
+        return installed
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", name], cwd=REPO, check=True)
+    return str(target / "release" / name)
+
+
+COMPONENTS = ["bars-job", "metrics-job", "companies-job", "alerter", "ingest"]
+
+
+def components(names: list[str], source: str, source_args: list[str]) -> list[Component]:
+    """The pipeline's processes in start order (consumers before the producer)."""
+    submit = str(REPO / "scripts" / "submit.sh")
+    ingest_args = [source, *source_args]
+    if source == "synthetic" and not source_args:
+        ingest_args += ["--labels-out", str(stack.STACK / "synthetic-labels.jsonl")]
+    commands = {
+        "bars-job": lambda: [submit, "bars_job"],
+        "metrics-job": lambda: [submit, "metrics_job"],
+        "companies-job": lambda: [submit, "companies_job"],
+        "alerter": lambda: [rust_binary("sparktrends-alerter")],
+        "ingest": lambda: [rust_binary("sparktrends-ingest"), *ingest_args],
+    }
+    return [Component(name, commands[name]()) for name in COMPONENTS if name in names]
+
+
+COUNTS = """
+    SELECT (SELECT count(*) FROM bars_1m), (SELECT count(*) FROM metrics_1m), (SELECT count(*) FROM anomalies),
+           (SELECT count(*) FROM anomalies WHERE status = 'delivered'), (SELECT count(*) FROM rejected_messages),
+           (SELECT count(DISTINCT symbol) FROM bars_1m), (SELECT max(ts) FROM metrics_1m)
+"""
+
+
+def report(started: float) -> None:
+    import migrate
+
+    try:
+        with migrate.connect() as conn:
+            bars, metrics, anomalies, delivered, rejects, symbols, latest = conn.execute(COUNTS).fetchone()
+    except Exception as err:  # the database may restart under us; say so and keep going
+        print(f"pipeline: (database not reachable: {type(err).__name__})", flush=True)
+        return
+    print(
+        f"pipeline: {time.monotonic() - started:5.0f}s  bars={bars} metrics={metrics} anomalies={anomalies} "
+        f"(alerted {delivered}) rejects={rejects} symbols={symbols} latest_metric={latest}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=os.environ.get("SOURCE", "synthetic"))
+    parser.add_argument("--for", dest="duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument("--components", default=",".join(COMPONENTS), help="comma-separated subset to run")
+    parser.add_argument(
+        "--external-stack", action="store_true", help="services are not the local stack's (compose): use the env"
+    )
+    parser.add_argument("source_args", nargs="*", help="extra arguments for sparktrends-ingest <source>")
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    if not args.external_stack:
+        s = stack.settings()
+        down = [name for name, up, *_ in stack.service_rows(s) if not up]
+        if down:
+            print(f"pipeline: the stack is not up ({', '.join(down)} down): run `make up` first", file=sys.stderr)
+            return 2
+        env.update({**s.client_env(), **stack.spark_env(s)})
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.setdefault("SPARKTRENDS_CHECKPOINTS", str(stack.STACK / "checkpoints"))
+    env.setdefault("SPARK_MASTER_UI", "http://127.0.0.1:8080")
+    os.environ.update(env)
+    stack.LOGS.mkdir(parents=True, exist_ok=True)
+
+    parts = components(args.components.split(","), args.source, args.source_args)
+    print(
+        f"pipeline: source={args.source}; Spark master UI {env['SPARK_MASTER_UI']}, driver UIs from :4040", flush=True
+    )
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    started = time.monotonic()
+    try:
+        for part in parts:
+            part.start(env)
+        last_report = 0.0
+        while not stopping and (args.duration is None or time.monotonic() - started < args.duration):
+            dead = [p for p in parts if not p.alive()]
+            if dead:
+                for p in dead:
+                    print(
+                        f"pipeline: {p.name} exited ({p.proc.returncode if p.proc else '?'}); see "
+                        f".stack/logs/pipeline-{p.name}.log ({shlex.join(p.cmd[:3])} ...)",
+                        file=sys.stderr,
+                    )
+                return 1
+            if time.monotonic() - last_report >= args.every:
+                report(started)
+                last_report = time.monotonic()
+            time.sleep(0.5)
+    finally:
+        for part in reversed(parts):  # ingest first, so the jobs see the last messages
+            part.stop()
+        report(started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Static checks of the containers (there is no Docker engine here): the Dockerfile passes hadolint, the compose
+file validates against the compose-spec schema, and nothing the containers run, expose or pin has drifted from
+what the local stack runs and tests."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jars
+import pipeline
+import pytest
+import topics
+import yaml
+
+import stack
+
+REPO = Path(__file__).resolve().parent.parent.parent
+DOCKERFILE = REPO / "spark-image" / "Dockerfile"
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+PINS = jars.read_pins()
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    assert Path(path).exists(), f"{name} is not installed (requirements-dev.txt)"
+    return path
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_matches_the_compose_spec():
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(REPO / "docker-compose.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_versions_come_from_the_pin_file():
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(rf"^ARG SPARK_VERSION={re.escape(PINS['SPARK_VERSION'])}$", dockerfile, re.M)
+    assert "FROM apache/spark:${SPARK_VERSION}-scala" + PINS["SCALA_BINARY_VERSION"] in dockerfile
+    assert SERVICES["spark-master"]["build"]["args"]["SPARK_VERSION"] == PINS["SPARK_VERSION"]
+    assert SERVICES["kafka"]["image"] == f"apache/kafka:{PINS['KAFKA_BROKER_VERSION']}"
+    assert SERVICES["postgres"]["image"] == f"postgres:{PINS['POSTGRES_MAJOR']}"
+    # The jars are fetched and SHA-256-checked by the same module (and pins) as the local stack's.
+    assert "COPY versions.env ./" in dockerfile
+    assert "RUN python3 scripts/jars.py fetch /opt/spark/jars" in dockerfile
+
+
+def test_postgres_volume_is_where_its_major_version_keeps_data():
+    # Up to 17 the official image keeps PGDATA in /var/lib/postgresql/data; 18 moved it to a versioned path.
+    assert int(PINS["POSTGRES_MAJOR"]) < 18
+    assert "pgdata:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"][0]
+
+
+def test_kafka_broker_is_configured_like_the_local_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(stack, "CONF", tmp_path)
+    local = dict(
+        line.split("=", 1) for line in stack.kafka_config(stack.settings()).read_text().splitlines() if "=" in line
+    )
+    env = SERVICES["kafka"]["environment"]
+    addressing = {"listeners", "advertised.listeners", "controller.quorum.voters", "log.dirs"}
+    for key, value in local.items():
+        if key in addressing:
+            continue
+        compose_key = "KAFKA_" + key.upper().replace(".", "_")
+        assert str(env.get(compose_key)) == value, f"{compose_key}: compose {env.get(compose_key)!r}, local {value!r}"
+
+
+def test_spark_services_run_the_local_stack_classes_and_ports():
+    master, worker = SERVICES["spark-master"]["command"], SERVICES["spark-worker"]["command"]
+    defaults = stack.settings()
+    assert master[:2] == ["spark-class", "org.apache.spark.deploy.master.Master"]
+    assert worker[:2] == ["spark-class", "org.apache.spark.deploy.worker.Worker"]
+    assert master[master.index("--port") + 1] == str(defaults.master_port)
+    assert master[master.index("--webui-port") + 1] == str(defaults.master_ui_port)
+    assert worker[worker.index("--webui-port") + 1] == str(defaults.worker_ui_port)
+    assert worker[2] == f"spark://spark-master:{defaults.master_port}"
+    assert f"{defaults.master_ui_port}:{defaults.master_ui_port}" in SERVICES["spark-master"]["ports"]
+    # Scalable workers: no fixed name, no published host port.
+    assert "container_name" not in SERVICES["spark-worker"] and "ports" not in SERVICES["spark-worker"]
+
+
+def test_every_command_is_one_the_local_stack_runs():
+    for name in ("migrate", "topic-init"):
+        cmd = SERVICES[name]["command"]
+        assert cmd[0] == "python3" and (REPO / cmd[1]).is_file(), cmd
+    assert SERVICES["migrate"]["command"][1] == "scripts/migrate.py"
+    assert SERVICES["topic-init"]["command"][1] == "scripts/topics.py"
+    assert Path(topics.TOPICS_FILE) == REPO / "contracts" / "topics.json"
+
+    runner = SERVICES["runner"]["command"]
+    assert runner[:2] == ["python3", "scripts/pipeline.py"]
+    names = runner[runner.index("--components") + 1].split(",")
+    assert set(names) <= set(pipeline.COMPONENTS)
+    for component in pipeline.components(names, "synthetic", []):
+        assert component.cmd[0].endswith("scripts/submit.sh")
+        assert (REPO / "spark_jobs" / f"{component.cmd[1]}.py").is_file()
+    assert SERVICES["runner"]["environment"]["SPARK_MASTER_URL"].startswith("spark://spark-master:")
+
+    cargo_bins = {
+        m.group(1)
+        for toml in REPO.glob("crates/*/Cargo.toml")
+        for m in re.finditer(r'name = "([^"]+)"', toml.read_text())
+    }
+    assert "sparktrends-ingest" in SERVICES["ingest"]["command"][-1]
+    assert {"sparktrends-ingest", "sparktrends-alerter"} <= cargo_bins
+    assert SERVICES["alerter"]["command"] == ["sparktrends-alerter"]
+    assert "pipeline.py" in (REPO / "Makefile").read_text(), "make run must use the same pipeline script"
+
+
+@pytest.mark.parametrize(
+    ("secret", "allowed"),
+    [
+        ("POSTGRES_PASSWORD", {"postgres", "migrate", "runner", "alerter"}),
+        ("SLACK_WEBHOOK", {"alerter"}),
+        ("FINNHUB_API_KEY", {"ingest"}),
+        ("TWELVE_DATA_API_KEY", {"ingest"}),
+        ("BINANCE_API_KEY", {"ingest"}),
+    ],
+)
+def test_each_service_gets_only_its_own_secrets(secret, allowed):
+    holders = {name for name, svc in SERVICES.items() if secret in (svc.get("environment") or {})}
+    assert holders == allowed
+    assert secret not in DOCKERFILE.read_text(), "secrets are never baked into the image"
+
+
+def test_env_example_documents_every_variable_compose_reads():
+    used = set(re.findall(r"\$\{([A-Z_]+)[:}]", (REPO / "docker-compose.yml").read_text()))
+    documented = {line.split("=")[0] for line in (REPO / ".env.example").read_text().splitlines() if "=" in line}
+    assert used <= documented, f"undocumented in .env.example: {sorted(used - documented)}"
+
+
+def test_health_gated_start_order():
+    for name, svc in SERVICES.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in SERVICES, f"{name} depends on unknown {dep}"
+            wanted = "service_completed_successfully" if dep in ("migrate", "topic-init") else None
+            if wanted:
+                assert cond["condition"] == wanted
+            elif "healthcheck" in SERVICES[dep]:
+                assert cond["condition"] == "service_healthy", f"{name} -> {dep}"

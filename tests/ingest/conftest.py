@@ -1,0 +1,196 @@
+"""Fixtures for the ingest binary's integration tests: the release binary (built once per session), a runner
+that keeps its log, and a Kafka reader that returns every message a topic holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT_S = 1500
+
+
+def cargo_target_dir() -> Path:
+    """cargo's own answer, so CARGO_TARGET_DIR and workspace settings are honoured."""
+    out = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return Path(json.loads(out.stdout)["target_directory"])
+
+
+@pytest.fixture(scope="session")
+def ingest_binary() -> Path:
+    build = subprocess.run(
+        ["cargo", "build", "-p", "sparktrends-ingest", "--release"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    if build.returncode != 0:
+        pytest.fail(f"cargo build failed:\n{build.stderr[-4000:]}")
+    binary = cargo_target_dir() / "release" / "sparktrends-ingest"
+    assert binary.exists(), binary
+    return binary
+
+
+@dataclass
+class Topics:
+    trades: str
+    bars: str
+    companies: str
+    deadletter: str
+
+    def args(self) -> list[str]:
+        return [
+            "--trades-topic",
+            self.trades,
+            "--bars-topic",
+            self.bars,
+            "--companies-topic",
+            self.companies,
+            "--deadletter-topic",
+            self.deadletter,
+        ]
+
+
+@pytest.fixture
+def topics(kafka_topic) -> Topics:
+    return Topics(
+        trades=kafka_topic("trades", partitions=3),
+        bars=kafka_topic("bars", partitions=3),
+        companies=kafka_topic("companies", partitions=1),
+        deadletter=kafka_topic("deadletter", partitions=1),
+    )
+
+
+class Ingest:
+    """One run of the binary with its stderr in a file (a pipe nobody reads could fill and block it)."""
+
+    def __init__(self, binary: Path, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # closed in wait()
+        self.proc = subprocess.Popen(
+            [str(binary), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged within {timeout}s; log:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, then the exit code (a clean stop is 0)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"ingest did not exit within {timeout}s; log:\n{self.log()[-3000:]}") from None
+        finally:
+            self._log.close()
+
+
+@pytest.fixture
+def run_ingest(ingest_binary, stack_settings, tmp_path) -> Iterator:
+    started: list[Ingest] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Ingest:
+        full_env = {**os.environ, "KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap, "RUST_LOG": "info"}
+        full_env.update(env or {})
+        run = Ingest(ingest_binary, [*args, "--stats-interval", "1"], full_env, tmp_path / f"ingest-{len(started)}.log")
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait(5)
+
+
+@dataclass
+class Record:
+    key: str
+    value: dict
+    partition: int
+    offset: int
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 20) -> list[Record]:
+    """Every message the topic holds now (up to its high watermarks), in partition/offset order."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-ingest-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return []
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        records: list[Record] = []
+        remaining = dict(ends)
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            records.append(Record(msg.key().decode(), json.loads(msg.value()), msg.partition(), msg.offset()))
+            if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
+                remaining.pop(msg.partition(), None)
+        assert not remaining, f"timed out reading {topic}: partitions {sorted(remaining)} incomplete"
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+def wait_for_records(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[Record]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_topic(bootstrap, topic)
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.3)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,174 @@
+"""binance source against a local server speaking Binance's combined-stream format, into the real Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.ingest.conftest import now_ms, read_topic, wait_for_records
+from tests.ingest.fakes import FakeWebSocketServer, WsConnection, hold
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+PER_CONNECTION = 60
+
+
+def trade_frame(symbol: str, trade_id: int, ts: int) -> str:
+    data = {
+        "e": "trade",
+        "E": ts + 1,
+        "s": symbol,
+        "t": trade_id,
+        "p": f"{100 + trade_id * 0.01:.8f}",
+        "q": "0.01000000",
+        "T": ts,
+        "m": trade_id % 2 == 0,
+        "M": True,
+    }
+    return json.dumps({"stream": f"{symbol.lower()}@trade", "data": data})
+
+
+def kline_frame(symbol: str, start: int, closed: bool) -> str:
+    k = {
+        "t": start,
+        "T": start + 59_999,
+        "s": symbol,
+        "i": "1m",
+        "f": 1,
+        "L": 9,
+        "o": "100.0",
+        "c": "101.0",
+        "h": "102.0",
+        "l": "99.0",
+        "v": "4.0",
+        "n": 9,
+        "x": closed,
+        "q": "402.0",
+        "V": "2.0",
+        "Q": "201.0",
+        "B": "0",
+    }
+    return json.dumps(
+        {"stream": f"{symbol.lower()}@kline_1m", "data": {"e": "kline", "E": start + 60_000, "s": symbol, "k": k}}
+    )
+
+
+def test_trades_klines_reconnect_pings_and_dead_letters(run_ingest, topics, stack_settings):
+    sent: list[tuple[str, int]] = []
+    pongs: list[bool] = []
+    minute = now_ms() // 60_000 * 60_000 - 60_000
+
+    async def script(conn: WsConnection) -> None:
+        ws = conn.ws
+        if conn.index == 0:
+            # First connection: half the trades, a protocol ping that must be answered, then a clean close.
+            for i in range(PER_CONNECTION):
+                symbol = SYMBOLS[i % 2]
+                await ws.send(trade_frame(symbol, i, now_ms()))
+                sent.append((symbol, i))
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, 5)
+            pongs.append(True)
+            await ws.close(1001, "going away")
+            return
+        if conn.index == 1:
+            for i in range(PER_CONNECTION, 2 * PER_CONNECTION):
+                symbol = SYMBOLS[i % 2]
+                await ws.send(trade_frame(symbol, i, now_ms()))
+                sent.append((symbol, i))
+            await ws.send(kline_frame("BTCUSDT", minute, closed=False))
+            await ws.send(kline_frame("BTCUSDT", minute, closed=True))
+            await ws.send('{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"')  # truncated JSON
+            await ws.send(trade_frame("BTCUSDT", 10_000, now_ms()).replace('"p": "', '"p": "-'))  # negative price
+            await ws.send(trade_frame("DOGEUSDT", 10_001, now_ms()))  # not subscribed
+        await hold(conn)
+
+    with FakeWebSocketServer(script) as server:
+        ingest = run_ingest(
+            "binance",
+            "--symbols",
+            "btcusdt,ethusdt",
+            "--ws-url",
+            server.url,
+            "--backoff-initial-ms",
+            "100",
+            *topics.args(),
+        )
+        server.wait_connections(2)
+        trades = wait_for_records(stack_settings.kafka_bootstrap, topics.trades, 2 * PER_CONNECTION)
+        letters = wait_for_records(stack_settings.kafka_bootstrap, topics.deadletter, 3)
+        assert ingest.stop() == 0, ingest.log()[-3000:]
+        assert not server.errors, server.errors
+
+    # Same streams requested on both connections: the URL is the subscription.
+    for conn in server.connections[:2]:
+        assert conn.query["streams"] == ["btcusdt@trade/btcusdt@kline_1m/ethusdt@trade/ethusdt@kline_1m"]
+    assert pongs == [True], "protocol ping not answered"
+
+    trades = read_topic(stack_settings.kafka_bootstrap, topics.trades)
+    got = [(r.value["symbol"], int(r.value["trade_id"])) for r in trades]
+    assert sorted(got) == sorted(sent), "every trade exactly once across the reconnect"
+    for symbol in SYMBOLS:
+        per_symbol = [r for r in trades if r.value["symbol"] == symbol]
+        assert {r.partition for r in per_symbol} == {per_symbol[0].partition}, "one partition per symbol"
+        ids = [int(r.value["trade_id"]) for r in per_symbol]
+        assert ids == sorted(ids), f"{symbol} order kept"
+        assert all(r.key == symbol for r in per_symbol)
+    first = trades[0].value
+    assert set(first) == {"source", "symbol", "ts_ms", "price", "size", "trade_id"}
+    assert first["source"] == "binance" and isinstance(first["price"], float)
+
+    bars = read_topic(stack_settings.kafka_bootstrap, topics.bars)
+    assert [r.value for r in bars] == [
+        {
+            "source": "binance",
+            "symbol": "BTCUSDT",
+            "ts_ms": minute,
+            "open": 100.0,
+            "high": 102.0,
+            "low": 99.0,
+            "close": 101.0,
+            "volume": 4.0,
+            "trades": 9,
+            "vwap": 100.5,
+        }
+    ], "only the closed kline becomes a bar"
+
+    letters = read_topic(stack_settings.kafka_bootstrap, topics.deadletter)
+    reasons = [r.value["reason"] for r in letters]
+    assert len(letters) == 3, reasons
+    assert "malformed JSON" in reasons[0] and letters[0].value["raw"].startswith('{"stream"')
+    assert "non-positive price" in reasons[1]
+    assert "unknown symbol" in reasons[2] and "DOGEUSDT" in letters[2].value["raw"]
+    assert all(r.value["source"] == "binance" and r.value["received_ms"] > 0 for r in letters)
+
+    log = ingest.log()
+    assert "reconnecting" in log and "server closed the connection" in log
+    assert "reconnects 1" in log
+
+
+def test_silent_connection_is_reconnected_by_the_watchdog(run_ingest, topics, stack_settings):
+    async def script(conn: WsConnection) -> None:
+        if conn.index == 0:
+            await hold(conn)  # accepts, then says nothing: a half-dead connection
+            return
+        await conn.ws.send(trade_frame("BTCUSDT", 1, now_ms()))
+        await hold(conn)
+
+    with FakeWebSocketServer(script) as server:
+        ingest = run_ingest(
+            "binance",
+            "--symbols",
+            "BTCUSDT",
+            "--ws-url",
+            server.url,
+            "--silence-timeout",
+            "1",
+            "--backoff-initial-ms",
+            "100",
+            *topics.args(),
+        )
+        server.wait_connections(2, timeout=10)
+        trades = wait_for_records(stack_settings.kafka_bootstrap, topics.trades, 1)
+        assert ingest.stop() == 0
+    assert [r.value["trade_id"] for r in trades] == ["1"]
+    assert "watchdog" in ingest.log()
