@@ -25,7 +25,7 @@ logs:             ## last lines of every service log (make logs SERVICE=kafka FO
 	@$(STACK) logs $(SERVICE) $(if $(FOLLOW),-f)
 
 run: up           ## the pipeline on the local stack: synthetic market (or SOURCE=binance|...) -> ... -> alerts
-	@$(PY) scripts/pipeline.py --source $(or $(SOURCE),synthetic) $(if $(FOR),--for $(FOR))
+	@$(PY) scripts/pipeline.py --source $(or $(SOURCE),synthetic) $(if $(FOR),--for $(FOR)) -- $(ARGS)
 
 bench: wheel      ## every benchmark section side by side; JSON + markdown in .bench/ (make bench SECTIONS=kernels)
 	@$(PY) bench/run.py $(SECTIONS)

@@ -76,7 +76,8 @@ def components(names: list[str], source: str, source_args: list[str]) -> list[Co
     submit = str(REPO / "scripts" / "submit.sh")
     ingest_args = [source, *source_args]
     if source == "synthetic" and not source_args:
-        ingest_args += ["--labels-out", str(stack.STACK / "synthetic-labels.jsonl")]
+        # Three hours of history at once, then live: windows are warm and rows land within a minute or two.
+        ingest_args += ["--backfill-minutes", "180", "--labels-out", str(stack.STACK / "synthetic-labels.jsonl")]
     commands = {
         "bars-job": lambda: [submit, "bars_job"],
         "metrics-job": lambda: [submit, "metrics_job"],
