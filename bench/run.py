@@ -2,7 +2,8 @@
 
     python bench/run.py [section ...]        sections: kernels, detection, spark, ingest, alerts (default: all)
 
-Results go to .bench/results.json (all numbers) and .bench/results.md (the table printed at the end).
+Results go to .bench/results.json (all numbers) and .bench/results.md (the table printed at the end); a run
+of some sections replaces only those sections' rows.
 Sections that need the local stack start it first (scripts/stack.py up). Numbers are measurements of this
 machine on this run, never assertions: the test suite does not time anything.
 """
@@ -43,7 +44,7 @@ def markdown(rows: list[dict]) -> str:
         ]
         for r in (r for r in rows if r["section"] == section):
             value = r.get("value")
-            shown = f"{value:,.1f}" if isinstance(value, float) else str(value)
+            shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
             lines.append(f"| {r['name']} | {r.get('impl', '')} | {shown} | {r['unit']} | {r.get('notes', '')} |")
     return "\n".join(lines) + "\n"
 
@@ -70,6 +71,11 @@ def main(argv: list[str]) -> int:
         rows += section_rows
         print(f"bench: {name} done in {time.monotonic() - started:.0f}s", flush=True)
     OUT.mkdir(exist_ok=True)
+    # Sections not run this time keep their last results, so `make bench SECTIONS=spark` refreshes one part.
+    previous = OUT / "results.json"
+    if previous.exists():
+        kept = [r for r in json.loads(previous.read_text())["results"] if r["section"] not in wanted]
+        rows = kept + rows
     meta = {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.node()}, {__import__('os').cpu_count()} cores",
