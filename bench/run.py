@@ -44,7 +44,9 @@ def markdown(rows: list[dict]) -> str:
         ]
         for r in (r for r in rows if r["section"] == section):
             value = r.get("value")
-            shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
+            shown = (
+                (f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}") if isinstance(value, float) else str(value)
+            )
             lines.append(f"| {r['name']} | {r.get('impl', '')} | {shown} | {r['unit']} | {r.get('notes', '')} |")
     return "\n".join(lines) + "\n"
 
