@@ -1,4 +1,5 @@
-"""Fixtures for the alerter's integration tests: the release binary (built once per session), a fake Slack
+"""Fixtures for the alerter's integration tests: the debug binary (built once per session;
+`cargo test` has already compiled its dependencies in that profile), a fake Slack
 webhook on 127.0.0.1, a clean outbox in the test database, and a runner that starts alerter processes, keeps
 their output and checks, for every test, that the webhook URL never appears in it."""
 
@@ -50,7 +51,7 @@ def cargo_target_dir() -> Path:
 @pytest.fixture(scope="session")
 def alerter_binary() -> Path:
     build = subprocess.run(
-        ["cargo", "build", "-p", "sparktrends-alerter", "--release"],
+        ["cargo", "build", "-p", "sparktrends-alerter"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -58,7 +59,7 @@ def alerter_binary() -> Path:
     )
     if build.returncode != 0:
         pytest.fail(f"cargo build failed:\n{build.stderr[-4000:]}")
-    binary = cargo_target_dir() / "release" / "sparktrends-alerter"
+    binary = cargo_target_dir() / "debug" / "sparktrends-alerter"
     assert binary.exists(), binary
     return binary
 

@@ -1,4 +1,5 @@
-"""Fixtures for the ingest binary's integration tests: the release binary (built once per session), a runner
+"""Fixtures for the ingest binary's integration tests: the debug binary (built once per session;
+`cargo test` has already compiled its dependencies in that profile), a runner
 that keeps its log, and a Kafka reader that returns every message a topic holds."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def cargo_target_dir() -> Path:
 @pytest.fixture(scope="session")
 def ingest_binary() -> Path:
     build = subprocess.run(
-        ["cargo", "build", "-p", "sparktrends-ingest", "--release"],
+        ["cargo", "build", "-p", "sparktrends-ingest"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -43,7 +44,7 @@ def ingest_binary() -> Path:
     )
     if build.returncode != 0:
         pytest.fail(f"cargo build failed:\n{build.stderr[-4000:]}")
-    binary = cargo_target_dir() / "release" / "sparktrends-ingest"
+    binary = cargo_target_dir() / "debug" / "sparktrends-ingest"
     assert binary.exists(), binary
     return binary
 
