@@ -97,8 +97,8 @@ MERGE_METRICS = f"""
         {", ".join(f"{c} = EXCLUDED.{c}" for c in METRIC_COLUMNS)}, computed_at = now()
 """
 
-# One outbox row per (symbol, bar, kind). DO NOTHING keeps an alert's delivery state when a replay or a
-# late-bar repair recomputes the same anomaly.
+# One outbox row per (symbol, bar, kind). A recomputation (replay, late or corrected bar) refreshes a row that
+# has not been sent yet, and revives one it had withdrawn; a row already delivered or failed keeps its state.
 INSERT_ANOMALIES = """
     INSERT INTO anomalies (symbol, ts, kind, score, severity, details)
     SELECT s.symbol, s.ts, k.kind, s.anomaly_score, coalesce(s.severity, 'warning'),
@@ -111,7 +111,21 @@ INSERT_ANOMALIES = """
     JOIN bars_1m b ON b.symbol = s.symbol AND b.ts = s.ts
     CROSS JOIN LATERAL unnest(string_to_array(s.anomaly_kinds, ',')) AS k(kind)
     WHERE s.run_id = %(run_id)s AND s.is_anomaly
-    ON CONFLICT (symbol, ts, kind) DO NOTHING
+    ON CONFLICT (symbol, ts, kind) DO UPDATE
+        SET score = EXCLUDED.score, severity = EXCLUDED.severity, details = EXCLUDED.details,
+            status = 'pending', delivery_note = NULL
+        WHERE anomalies.status = 'pending'
+           OR (anomalies.status = 'suppressed' AND anomalies.delivery_note LIKE 'withdrawn:%%')
+"""
+
+# A pending anomaly that no longer fires after a recomputation (a late or corrected bar changed its baseline)
+# is withdrawn before anyone is alerted about it; delivered ones stay as they were.
+WITHDRAW_ANOMALIES = """
+    UPDATE anomalies a
+    SET status = 'suppressed', delivery_note = 'withdrawn: a late or corrected bar changed the metrics'
+    FROM metrics_staging s
+    WHERE s.run_id = %(run_id)s AND a.symbol = s.symbol AND a.ts = s.ts AND a.status = 'pending'
+      AND NOT (coalesce(s.is_anomaly, false) AND a.kind = ANY(string_to_array(s.anomaly_kinds, ',')))
 """
 
 
@@ -134,6 +148,7 @@ def recompute(
         with conn.cursor() as cur:
             cur.execute(MERGE_METRICS, {"run_id": run_id})
             metric_rows = cur.rowcount
+            cur.execute(WITHDRAW_ANOMALIES, {"run_id": run_id})
             cur.execute(INSERT_ANOMALIES, {"run_id": run_id})
             new_anomalies = cur.rowcount
             cur.execute("DELETE FROM metrics_staging WHERE run_id = %(run_id)s", {"run_id": run_id})

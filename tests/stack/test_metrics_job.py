@@ -95,9 +95,10 @@ def assert_same_metrics(actual: dict, expected: dict) -> None:
 
 
 def anomalies(pg, symbols: list[str]) -> list[tuple]:
+    """The live outbox rows: an alert raised on a bar whose baseline a late bar then changed is withdrawn."""
     return pg.execute(
         "SELECT symbol, ts, kind, severity, round(score::numeric, 9) FROM anomalies WHERE symbol = ANY(%s) "
-        "ORDER BY symbol, ts, kind",
+        "AND coalesce(delivery_note, '') NOT LIKE 'withdrawn:%%' ORDER BY symbol, ts, kind",
         (symbols,),
     ).fetchall()
 
