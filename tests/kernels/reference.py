@@ -76,6 +76,13 @@ def _rolling_mean(x: pd.Series, n: int, min_periods: int) -> pd.Series:
     return x.rolling(n, min_periods=min_periods).apply(lambda w: np.mean(w[~np.isnan(w)]), raw=True)
 
 
+def _rolling_sum(x: pd.Series, n: int, min_periods: int) -> pd.Series:
+    """Each window summed afresh. pandas' online ``rolling().sum()`` keeps residue of values that left
+    the window: after a volume spike, a window of zero volumes sums to ~1e-10 instead of 0, which turns
+    a null VWAP into a number."""
+    return x.rolling(n, min_periods=min_periods).apply(lambda w: np.sum(w[~np.isnan(w)]), raw=True)
+
+
 def _positive(den: pd.Series) -> pd.Series:
     return den.where(den > 0)
 
@@ -100,9 +107,9 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     co = np.log(c / o)
     rs = np.log(h / c) * np.log(h / o) + np.log(lo / c) * np.log(lo / o)
     with np.errstate(invalid="ignore"):
-        out["vol_parkinson"] = np.sqrt(roll(hl**2).mean() / (4 * LN2))
-        out["vol_gk"] = np.sqrt(roll(0.5 * hl**2 - (2 * LN2 - 1) * co**2).mean())
-        out["vol_rs"] = np.sqrt(roll(rs).mean())
+        out["vol_parkinson"] = np.sqrt(_rolling_mean(hl**2, n, m) / (4 * LN2))
+        out["vol_gk"] = np.sqrt(_rolling_mean(0.5 * hl**2 - (2 * LN2 - 1) * co**2, n, m))
+        out["vol_rs"] = np.sqrt(_rolling_mean(rs, n, m))
 
     open_gap = np.log(o / prev_c)
     usable = open_gap.notna() & co.notna() & rs.notna()
@@ -111,7 +118,7 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     var_yz = (
         _rolling_std(open_gap.where(usable), n, min(2, n)) ** 2
         + k * _rolling_std(co.where(usable), n, min(2, n)) ** 2
-        + (1 - k) * roll(rs.where(usable), 1).mean()
+        + (1 - k) * _rolling_mean(rs.where(usable), n, 1)
     )
     with np.errstate(invalid="ignore"):
         out["vol_yz"] = np.sqrt(var_yz.where(w >= max(m, 2)))
@@ -120,7 +127,7 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     typical = bar_vwap.fillna((h + lo + c) / 3)
     pv = typical * v
     vv = v.where(pv.notna())
-    out["vwap_roll"] = roll(pv).sum() / _positive(roll(vv).sum())
+    out["vwap_roll"] = _rolling_sum(pv, n, m) / _positive(_rolling_sum(vv, n, m))
     out["vwap_dev"] = (c - out["vwap_roll"]) / _positive(out["vwap_roll"])
 
     log_volume = np.log1p(v)

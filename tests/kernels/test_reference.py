@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FLOAT_COLUMNS, bar_frames, bars_frame, small_configs, small_configs_from_one, to_table
-from hypothesis import HealthCheck, given, reproduce_failure, settings
+from helpers import FLOAT_COLUMNS, bar_frames, bars_frame, small_configs, to_table
+from hypothesis import HealthCheck, given, settings
 from reference import Config, reference_metrics
 
 import sparktrends
@@ -64,28 +64,9 @@ def compare(frame: pd.DataFrame, config: dict) -> None:
             assert got[row] == want[row], f"{name} row {row}: {got[row]!r} vs {want[row]!r}"
 
 
-# Derandomized: random runs have found rare vwap_roll null mismatches in 2-3-bar windows (an open issue, see
-# test_min_periods_one_discrepancy_is_known); until that is fixed CI runs the same 150 examples every time.
-@settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(frame=bar_frames(), config=small_configs)
 def test_matches_reference_on_adversarial_series(frame: pd.DataFrame, config: dict) -> None:
-    compare(frame, config)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="open: vwap_roll nulls differ with min_periods=1")
-@settings(deadline=None, database=None)
-@reproduce_failure(
-    "6.170.15", b"AXicczR3ZBiGkNHxP4ytwQAFQ4PJCIW4ZLEoxa2YEV0DUdbjtg+fS5C4TEDIoMG6+kyd41bvCkdGsBBQjYb9A4gKAMXuNlI="
-)
-@given(frame=bar_frames(), config=small_configs_from_one)
-def test_min_periods_one_discrepancy_is_known(frame: pd.DataFrame, config: dict) -> None:
-    """Found by CI's hypothesis run (window 2, min_periods 1). Strict xfail: fixing it turns this test red,
-    as a reminder to drop it and widen small_configs back to min_periods = 1."""
     compare(frame, config)
 
 
