@@ -38,8 +38,8 @@ lint: setup       ## cargo fmt --check, clippy -D warnings, ruff
 
 fmt:
 	cargo fmt --all
-	.venv/bin/ruff format python spark_jobs scripts tests
-	.venv/bin/ruff check --fix python spark_jobs scripts tests
+	.venv/bin/ruff format python spark_jobs scripts tests bench
+	.venv/bin/ruff check --fix python spark_jobs scripts tests bench
 
 clean: down
 	rm -rf .stack target/wheels

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
+import cargo_bin  # noqa: E402
 from tests.alerts.fake_slack import FakeSlack  # noqa: E402
 
 BENCH_DB = "sparktrends_bench_alerts"
@@ -32,18 +33,6 @@ TRICKLE_GAP_S = 0.02
 BURSTS = 10  # transactions ...
 BURST_SIZE = 30  # ... of this many symbols each
 BURST_GAP_S = 0.5
-
-
-def build_binary() -> Path:
-    subprocess.run(["cargo", "build", "-p", "sparktrends-alerter", "--release"], cwd=REPO, check=True)
-    meta = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return Path(json.loads(meta.stdout)["target_directory"]) / "release" / "sparktrends-alerter"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,7 +92,7 @@ def run(stack_settings) -> list[dict]:  # noqa: ANN001 - scripts/stack.py Settin
 
     import migrate
 
-    binary = build_binary()
+    binary = cargo_bin.build("sparktrends-alerter")
     env = {**os.environ, **stack_settings.client_env(), "POSTGRES_DB": BENCH_DB, "RUST_LOG": "warn"}
     saved = dict(os.environ)
     os.environ.update(env)

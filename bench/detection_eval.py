@@ -28,6 +28,9 @@ import pyarrow.parquet as pq
 
 import sparktrends
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import cargo_bin
+
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ["price_jump", "volume_spike", "vol_regime_shift"]
 # A regime shift shows once enough bars of the new regime fill the short window; jumps and spikes at once.
@@ -35,19 +38,11 @@ MATCH_WINDOW = {"price_jump": 1, "volume_spike": 1, "vol_regime_shift": 30}
 MINUTE_MS = 60_000
 
 
-def ingest_binary() -> Path:
-    import os
-
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "sparktrends-ingest"], cwd=REPO, check=True)
-    return target / "release" / "sparktrends-ingest"
-
-
 def labelled_series(symbols: int, days: int, seed: int, workdir: Path) -> tuple[pa.Table, list[dict]]:
     bars_path, labels_path = workdir / "bars.parquet", workdir / "labels.jsonl"
     subprocess.run(
         [
-            str(ingest_binary()),
+            str(cargo_bin.build("sparktrends-ingest")),
             "synthetic",
             "--seed",
             str(seed),

@@ -20,21 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import cargo_bin  # noqa: E402
+
 MINUTES = 720  # 50 symbols x ~30 trades/min x 720 min ~ 1.08M trades
 SYMBOLS = 50
 TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
-
-
-def build_binary() -> Path:
-    subprocess.run(["cargo", "build", "-p", "sparktrends-ingest", "--release"], cwd=REPO, check=True)
-    meta = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return Path(json.loads(meta.stdout)["target_directory"]) / "release" / "sparktrends-ingest"
 
 
 def log_time(line: str) -> float:
@@ -51,7 +41,7 @@ def line_with(log: str, text: str) -> str:
 def run(stack_settings) -> list[dict]:  # noqa: ANN001 - scripts/stack.py Settings
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    binary = build_binary()
+    binary = cargo_bin.build("sparktrends-ingest")
     bootstrap = stack_settings.kafka_bootstrap
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = f"bench.trades.{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import cargo_bin  # noqa: E402
 import stack  # noqa: E402
 
 
@@ -58,16 +58,6 @@ class Component:
         print(f"pipeline: stopped {self.name}", flush=True)
 
 
-def rust_binary(name: str) -> str:
-    """The installed binary (the image puts it on PATH), else this checkout's release build."""
-    installed = shutil.which(name)
-    if installed:
-        return installed
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", name], cwd=REPO, check=True)
-    return str(target / "release" / name)
-
-
 COMPONENTS = ["bars-job", "metrics-job", "companies-job", "alerter", "ingest"]
 
 
@@ -82,8 +72,8 @@ def components(names: list[str], source: str, source_args: list[str]) -> list[Co
         "bars-job": lambda: [submit, "bars_job"],
         "metrics-job": lambda: [submit, "metrics_job"],
         "companies-job": lambda: [submit, "companies_job"],
-        "alerter": lambda: [rust_binary("sparktrends-alerter")],
-        "ingest": lambda: [rust_binary("sparktrends-ingest"), *ingest_args],
+        "alerter": lambda: [cargo_bin.installed_or_built("sparktrends-alerter")],
+        "ingest": lambda: [cargo_bin.installed_or_built("sparktrends-ingest"), *ingest_args],
     }
     return [Component(name, commands[name]()) for name in COMPONENTS if name in names]
 

@@ -18,10 +18,10 @@ from typing import ClassVar
 
 import pytest
 
+import cargo_bin
 from tests.alerts.fake_slack import FakeSlack
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_TIMEOUT_S = 1500
 BAR0 = datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc)
 FULL_DETAILS = {
     "close": 187.25,
@@ -35,33 +35,12 @@ FULL_DETAILS = {
 }
 
 
-def cargo_target_dir() -> Path:
-    """cargo's own answer, so CARGO_TARGET_DIR and workspace settings are honoured."""
-    out = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return Path(json.loads(out.stdout)["target_directory"])
-
-
 @pytest.fixture(scope="session")
 def alerter_binary() -> Path:
-    build = subprocess.run(
-        ["cargo", "build", "-p", "sparktrends-alerter"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-    )
-    if build.returncode != 0:
-        pytest.fail(f"cargo build failed:\n{build.stderr[-4000:]}")
-    binary = cargo_target_dir() / "debug" / "sparktrends-alerter"
-    assert binary.exists(), binary
-    return binary
+    try:
+        return cargo_bin.build("sparktrends-alerter", release=False)
+    except cargo_bin.BuildError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture

@@ -16,37 +16,17 @@ from pathlib import Path
 
 import pytest
 
+import cargo_bin
+
 REPO = Path(__file__).resolve().parents[2]
-BUILD_TIMEOUT_S = 1500
-
-
-def cargo_target_dir() -> Path:
-    """cargo's own answer, so CARGO_TARGET_DIR and workspace settings are honoured."""
-    out = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return Path(json.loads(out.stdout)["target_directory"])
 
 
 @pytest.fixture(scope="session")
 def ingest_binary() -> Path:
-    build = subprocess.run(
-        ["cargo", "build", "-p", "sparktrends-ingest"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-    )
-    if build.returncode != 0:
-        pytest.fail(f"cargo build failed:\n{build.stderr[-4000:]}")
-    binary = cargo_target_dir() / "debug" / "sparktrends-ingest"
-    assert binary.exists(), binary
-    return binary
+    try:
+        return cargo_bin.build("sparktrends-ingest", release=False)
+    except cargo_bin.BuildError as error:
+        pytest.fail(str(error))
 
 
 @dataclass

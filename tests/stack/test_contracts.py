@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import topics
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+import topics
 from spark_jobs import contracts
 
 
