@@ -134,6 +134,9 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     prior_mean = _rolling_mean(log_volume, n, m).shift(1)
     prior_sd = _rolling_std(log_volume, n, m).shift(1)
     out["volume_z"] = (log_volume - prior_mean) / _positive(prior_sd)
+    # How many ulps of the data the dispersion spans: near-equal volumes (13.69 and 13.69 + 1e-10) have an sd
+    # made of the data's rounding, and any two correct computations of their z-score differ at ~1e-5.
+    out["_volume_z_condition"] = prior_mean.abs() / _positive(prior_sd)
     out["return_z"] = log_ret / _positive(out["vol_cc"].shift(1))
 
     prior_returns = roll(log_ret.shift(1))

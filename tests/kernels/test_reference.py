@@ -32,6 +32,7 @@ def compare(frame: pd.DataFrame, config: dict) -> None:
         huge = (np.abs(got) > ILL_CONDITIONED_Z) | (np.abs(want) > ILL_CONDITIONED_Z)
         ill_conditioned |= huge
     ill_conditioned |= (expected["_vol_ratio"] > ILL_CONDITIONED_Z).to_numpy()
+    ill_conditioned |= (expected["_volume_z_condition"] > ILL_CONDITIONED_Z).to_numpy()
     for name in FLOAT_COLUMNS:
         got = actual.column(name).to_numpy(zero_copy_only=False).astype(float)
         want = expected[name].to_numpy(float)
