@@ -41,7 +41,7 @@ def store_companies(batch: DataFrame, batch_id: int) -> None:
         .filter("rank = 1")
         .select(*COMPANY_COLUMNS)
     )
-    rows = [tuple(r) for r in latest.toLocalIterator()]
+    rows = [tuple(r) for r in latest.collect()]
     if rows:
         with pg_connect() as conn:
             upsert(conn, "companies", COMPANY_COLUMNS, ["symbol"], rows, touch="updated_at")

@@ -28,9 +28,15 @@ REJECT_COLUMNS = ["source", "topic", "partition", "offset", "reject_reason", "ra
 
 
 def write_rejects(batch: DataFrame, batch_id: int) -> None:
-    """foreachBatch sink: rejected messages into `rejected_messages`, idempotent on their Kafka coordinates
-    so a replayed micro-batch inserts nothing twice."""
-    rows = [tuple(r) for r in batch.select(*REJECT_COLUMNS).toLocalIterator()]
+    """foreachBatch sink: rejected messages into `rejected_messages`."""
+    # collect, not toLocalIterator (one Spark job per partition, in sequence, even when there is nothing):
+    # a micro-batch is bounded by maxOffsetsPerTrigger, and its rejects are written from the driver anyway.
+    insert_rejects([tuple(r) for r in batch.select(*REJECT_COLUMNS).collect()])
+
+
+def insert_rejects(rows: Sequence[tuple]) -> None:
+    """Rows of REJECT_COLUMNS, idempotent on their Kafka coordinates so a replayed micro-batch inserts nothing
+    twice."""
     if not rows:
         return
     with pg_connect() as conn, conn.cursor() as cur:

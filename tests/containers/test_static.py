@@ -10,13 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jars
 import pipeline
 import pytest
-import topics
 import yaml
 
+import jars
 import stack
+import topics
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DOCKERFILE = REPO / "spark-image" / "Dockerfile"

@@ -23,6 +23,7 @@ class StreamingJob:
     """A spark-submitted streaming job whose stdout progress lines are parsed as they arrive."""
 
     def __init__(self, job: str, args: list[str], env: dict[str, str]) -> None:
+        self.name = job
         self.lines: list[str] = []
         self.rows_in: dict[str, int] = {}
         self.late_dropped: dict[str, int] = {}
