@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section side by side in one run, each against its natural alternative.
 
-    python bench/run.py [section ...]        sections: kernels, detection, spark, ingest, alerts (default: all)
+    python bench/run.py [section ...]   sections: kernels, detection, spark, pipeline, ingest, alerts (default: all)
 
 Results go to .bench/results.json (all numbers) and .bench/results.md (the table printed at the end); a run
 of some sections replaces only those sections' rows.
@@ -29,6 +29,7 @@ SECTIONS = {
     "kernels": ("kernels", False),
     "detection": ("detection_eval", False),
     "spark": ("spark_metrics", True),
+    "pipeline": ("pipeline_e2e", True),
     "ingest": ("ingest_replay", True),
     "alerts": ("alerts_latency", True),
 }

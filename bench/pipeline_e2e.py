@@ -1,0 +1,263 @@
+"""`pipeline` section: trades -> Kafka -> bars job -> metrics job -> PostgreSQL, end to end on the local stack.
+
+Both jobs run as shipped (spark-submitted to the standalone master, Kafka connector, Rust UDFs, JDBC + merge),
+on fresh topics and a fresh database, and are idle before any trade is sent. Two measurements:
+
+- throughput (backlog drain): synthetic trades (default 500 symbols x 40 minutes, ~3.9M trades) are
+  replayed into the trades topic as fast as the producer goes, then one trade far enough ahead to close every
+  bar. trades/s = trades / (first trade sent -> last bar's metrics row visible in PostgreSQL). What limits it is
+  Spark's processing, not the producer (ingest alone does ~400k msg/s).
+- latency: a live synthetic market at wall-clock pace. A bar closes when event time passes its end plus the
+  watermark (with live trades, event time is wall time); its latency runs from that moment to the first poll
+  (every 100 ms) that sees its metrics row committed. It includes the waits for both jobs' next triggers.
+  Measured once per trigger interval in BENCH_PIPELINE_LATENCY_TRIGGERS_S (default "5,1").
+
+    python bench/run.py pipeline
+    BENCH_PIPELINE_SYMBOLS=100 BENCH_PIPELINE_MINUTES=10 python bench/run.py pipeline     # a quicker look
+    BENCH_PIPELINE_PARTS=latency BENCH_PIPELINE_LATENCY_TRIGGERS_S=1 python bench/run.py pipeline
+
+Each job's driver output (one progress line per micro-batch, with its timings) is kept in .bench/logs/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+import cargo_bin  # noqa: E402
+import migrate  # noqa: E402
+import stack  # noqa: E402
+from tests.stack.streaming import StreamingJob  # noqa: E402
+
+SYMBOLS = int(os.environ.get("BENCH_PIPELINE_SYMBOLS", 500))
+MINUTES = int(os.environ.get("BENCH_PIPELINE_MINUTES", 40))
+TRADES_PER_MINUTE = float(os.environ.get("BENCH_PIPELINE_TRADES_PER_MINUTE", 100))
+TRIGGER_S = int(os.environ.get("BENCH_PIPELINE_TRIGGER_S", 5))  # the jobs' shipped default
+# Latency is measured once per trigger interval: the shipped 5 s, and 1 s (batches then run back to back).
+LATENCY_TRIGGERS_S = [int(t) for t in os.environ.get("BENCH_PIPELINE_LATENCY_TRIGGERS_S", "5,1").split(",")]
+PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,latency").split(",")
+MAX_OFFSETS_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_OFFSETS", 400_000))
+LATENCY_SYMBOLS = int(os.environ.get("BENCH_PIPELINE_LATENCY_SYMBOLS", 100))
+LATENCY_RUN_S = int(os.environ.get("BENCH_PIPELINE_LATENCY_S", 300))
+WATERMARK_S = 60  # the bars job's default watermark ("1 minute")
+DATABASE = "sparktrends_bench"
+START = "2024-01-02T00:00:00Z"
+SENTINEL_SYMBOL = "ZZCLOSE"
+COUNT_ROWS = "SELECT count(*) FROM {table} WHERE symbol <> %s"
+DRAIN_TIMEOUT_S = 1800
+LOGS = REPO / ".bench" / "logs"  # each job's driver output, for reading the per-batch progress lines
+
+
+class Run:
+    """Fresh topics, a fresh database and the two streaming jobs, torn down on exit."""
+
+    def __init__(self, settings: stack.Settings, label: str, workdir: Path, trigger_s: int = TRIGGER_S) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        self.settings = settings
+        self.label = label
+        suffix = f"{label}.{uuid.uuid4().hex[:8]}"
+        self.trades_topic, self.bars_topic = f"bench.trades.{suffix}", f"bench.bars.{suffix}"
+        self.deadletter_topic = f"bench.deadletter.{suffix}"
+        self.admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        for name, partitions in [(self.trades_topic, 6), (self.bars_topic, 6), (self.deadletter_topic, 1)]:
+            self.admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result()
+        self.env = {**os.environ, **settings.client_env(), **stack.spark_env(settings), "POSTGRES_DB": DATABASE,
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            with migrate.connect("postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            migrate.ensure_database(DATABASE)
+            migrate.migrate(DATABASE)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        trigger = ["--trigger", f"{trigger_s} seconds"]
+        self.jobs = [
+            StreamingJob("bars_job", ["--trades-topic", self.trades_topic, "--bars-topic", self.bars_topic, *trigger,
+                                      "--max-offsets-per-trigger", str(MAX_OFFSETS_PER_TRIGGER),
+                                      "--checkpoint", str(workdir / "ckpt-bars")], self.env),
+            StreamingJob("metrics_job", ["--bars-topic", self.bars_topic, *trigger,
+                                         "--checkpoint", str(workdir / "ckpt-metrics")], self.env),
+        ]  # fmt: skip
+        for job in self.jobs:
+            job.wait_for("its first (empty) micro-batch", lambda job=job: bool(job.batches), timeout=300)
+
+    def connect(self):  # noqa: ANN201 - psycopg.Connection
+        import psycopg
+
+        e = self.env
+        return psycopg.connect(host=e["POSTGRES_HOST"], port=e["POSTGRES_PORT"], user=e["POSTGRES_USER"],
+                               password=e["POSTGRES_PASSWORD"], dbname=DATABASE, autocommit=True)  # fmt: skip
+
+    def ingest_args(self) -> list[str]:
+        return ["--trades-topic", self.trades_topic, "--deadletter-topic", self.deadletter_topic]
+
+    def close(self) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for job in self.jobs:
+            job.stop()
+            (LOGS / f"pipeline-{self.label}-{job.name}.log").write_text("\n".join(job.lines) + "\n")
+        for future in self.admin.delete_topics([self.trades_topic, self.bars_topic, self.deadletter_topic]).values():
+            future.result()
+
+
+def sentinel(trades: pa.Table, path: Path) -> None:
+    """One trade of an extra symbol, late enough in event time that the watermark closes every bar before it."""
+    last_ms = pc.max(trades["ts_ms"]).as_py()
+    row = {"source": ["synthetic"], "symbol": [SENTINEL_SYMBOL], "ts_ms": [last_ms + (WATERMARK_S + 120) * 1000],
+           "price": [100.0], "size": [1.0], "trade_id": [f"{SENTINEL_SYMBOL}-1"]}  # fmt: skip
+    pq.write_table(pa.table(row, schema=trades.schema), path)
+
+
+def throughput(settings: stack.Settings, ingest: Path, workdir: Path) -> list[dict]:
+    trades_file, sentinel_file = workdir / "trades.parquet", workdir / "sentinel.parquet"
+    subprocess.run([str(ingest), "synthetic", "--num-symbols", str(SYMBOLS), "--start", START, "--minutes",
+                    str(MINUTES), "--trades-per-minute", str(TRADES_PER_MINUTE), "--trades-out", str(trades_file)],
+                   check=True, capture_output=True)  # fmt: skip
+    trades = pq.read_table(trades_file, columns=["source", "symbol", "ts_ms", "price", "size", "trade_id"])
+    minute = pc.divide(trades["ts_ms"], 60_000)
+    expected_bars = pa.table({"s": trades["symbol"], "m": minute}).group_by(["s", "m"]).aggregate([]).num_rows
+    sentinel(trades, sentinel_file)
+    print(f"bench: pipeline throughput: {trades.num_rows:,} trades -> {expected_bars:,} bars", flush=True)
+
+    run = Run(settings, "drain", workdir)
+    try:
+        started = time.time()
+        replay = subprocess.run([str(ingest), "replay", str(trades_file), str(sentinel_file), "--kind", "trades",
+                                 "--speed", "0", *run.ingest_args()],
+                                env=run.env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        if replay.returncode != 0:
+            raise RuntimeError(f"replay exited {replay.returncode}:\n{replay.stderr[-3000:]}")
+        produced = time.time()
+        done, last_report = None, 0.0
+        with run.connect() as conn:
+            while time.time() - started < DRAIN_TIMEOUT_S:
+                (rows,) = conn.execute(COUNT_ROWS.format(table="metrics_1m"), (SENTINEL_SYMBOL,)).fetchone()
+                now = time.time()
+                if rows >= expected_bars:
+                    done = now
+                    break
+                if now - last_report > 15:
+                    print(f"bench: pipeline throughput: {rows:,}/{expected_bars:,} metrics rows, "
+                          f"{now - started:.0f}s", flush=True)  # fmt: skip
+                    last_report = now
+                for job in run.jobs:
+                    if job.proc.poll() is not None:
+                        raise RuntimeError(f"a job exited during the drain:\n{job.log_tail()}")
+                time.sleep(0.25)
+            if done is None:
+                raise RuntimeError(f"only {rows:,} of {expected_bars:,} metrics rows after {DRAIN_TIMEOUT_S}s")
+            (bars,) = conn.execute(COUNT_ROWS.format(table="bars_1m"), (SENTINEL_SYMBOL,)).fetchone()
+        late = sum(run.jobs[0].late_dropped.values())
+    finally:
+        run.close()
+    seconds = done - started
+    return [
+        {
+            "name": "trades -> bars -> metrics -> Postgres (backlog drain)",
+            "impl": "bars job + metrics job (Rust UDFs), Spark standalone",
+            "value": round(trades.num_rows / seconds),
+            "unit": "trades/s",
+            "notes": f"{trades.num_rows:,} trades, {SYMBOLS} symbols, {bars:,} bars in {seconds:.1f}s "
+            f"(producer done after {produced - started:.1f}s); {late} late-dropped; trigger {TRIGGER_S}s, "
+            f"max {MAX_OFFSETS_PER_TRIGGER:,} offsets/trigger; target >= 50k",
+            "trades": trades.num_rows,
+            "bars": bars,
+            "seconds": round(seconds, 2),
+        }
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def latency(settings: stack.Settings, ingest: Path, workdir: Path, trigger_s: int) -> list[dict]:
+    run = Run(settings, f"live-{trigger_s}s", workdir, trigger_s)
+    first_seen: dict[tuple[str, float], float] = {}
+    stop_polling = threading.Event()
+
+    def poll() -> None:
+        with run.connect() as conn:
+            while not stop_polling.is_set():
+                rows = conn.execute("SELECT symbol, extract(epoch FROM ts)::float8 FROM metrics_1m").fetchall()
+                now = time.time()
+                for key in rows:
+                    first_seen.setdefault(key, now)
+                time.sleep(0.1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    try:
+        poller.start()
+        producer = subprocess.Popen([str(ingest), "synthetic", "--num-symbols", str(LATENCY_SYMBOLS),
+                                     "--trades-per-minute", "300", *run.ingest_args()],
+                                    env=run.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        live_from = time.time()
+        print(f"bench: pipeline latency: live market of {LATENCY_SYMBOLS} symbols for {LATENCY_RUN_S}s", flush=True)
+        time.sleep(LATENCY_RUN_S)
+        live_until = time.time()
+        time.sleep(2 * trigger_s + 20)  # bars that closed just before the producer stopped are still on their way
+        producer.send_signal(signal.SIGTERM)
+        producer.wait(30)
+    finally:
+        stop_polling.set()
+        poller.join(10)
+        run.close()
+    latencies, per_bar = [], []
+    for (symbol, bar_start), seen in sorted(first_seen.items(), key=lambda item: item[0][1]):
+        closed = bar_start + 60 + WATERMARK_S
+        if live_from < closed <= live_until:
+            latencies.append(seen - closed)
+            per_bar.append({"symbol": symbol, "bar_start": bar_start, "closed": closed, "latency_s": seen - closed})
+    (LOGS / f"pipeline-latency-{trigger_s}s.json").write_text(json.dumps(per_bar))
+    if len(latencies) < LATENCY_SYMBOLS:
+        raise RuntimeError(f"only {len(latencies)} bars closed and reached metrics_1m during the live run")
+    notes = f"{len(latencies)} bars, {LATENCY_SYMBOLS} symbols at 5 trades/s each; target p99 < {trigger_s + 2}s"
+    impl = f"bars + metrics jobs, trigger {trigger_s}s"
+    rows = []
+    for name, q in [("p50", 0.5), ("p99", 0.99)]:
+        rows.append({"name": f"bar close -> metrics row committed, {name}", "impl": impl,
+                     "value": round(percentile(latencies, q), 3), "unit": "s", "notes": notes})  # fmt: skip
+    rows.append({"name": "bar close -> metrics row committed, mean", "impl": impl,
+                 "value": round(statistics.fmean(latencies), 3), "unit": "s", "notes": notes})  # fmt: skip
+    return rows
+
+
+def run(settings: stack.Settings) -> list[dict]:
+    ingest = cargo_bin.build("sparktrends-ingest")
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        workdir = Path(tmp)
+        rows = []
+        if "throughput" in PARTS:
+            (workdir / "drain").mkdir()
+            rows += throughput(settings, ingest, workdir / "drain")
+        if "latency" in PARTS:
+            for trigger_s in LATENCY_TRIGGERS_S:
+                (workdir / f"live-{trigger_s}").mkdir()
+                rows += latency(settings, ingest, workdir / f"live-{trigger_s}", trigger_s)
+    return [{"section": "pipeline", **row} for row in rows]
+
+
+if __name__ == "__main__":
+    for row in run(stack.settings()):
+        print(row)
