@@ -66,7 +66,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[doc(hidden)]
 pub mod bench {
     //! Kernels exposed for the throughput example only.
-    use crate::rolling::{rolling, MomentAgg, Reciprocals, Segments, SortedWindow};
+    use crate::rolling::{rolling_variance, Reciprocals, Segments, SortedWindow};
 
     /// Rolling sample standard deviation of `x` over one segment (the `vol_cc` kernel).
     pub fn rolling_std(x: &[f64], window: usize, min_periods: usize, out: &mut [f64]) {
@@ -74,17 +74,8 @@ pub mod bench {
             ranges: vec![(0, x.len())],
             first_origin: 0,
         };
-        let m = min_periods as u32;
-        rolling::<MomentAgg>(
-            &segs,
-            window,
-            &Reciprocals::up_to(window),
-            |i| x[i],
-            |t, w| {
-                out[t] = if w.count >= m { w.variance } else { f64::NAN };
-            },
-        );
-        out.iter_mut().for_each(|v| *v = v.sqrt());
+        let inv = Reciprocals::up_to(window);
+        rolling_variance(&segs, window, min_periods as u32, &inv, x, out, f64::sqrt);
     }
 
     /// Rolling median and median absolute deviation of `x` over windows of `window` values ending at

@@ -10,7 +10,8 @@ use std::fmt;
 use crate::anomaly::{judge, AnomalyKinds, AnomalyStats, Severity};
 use crate::config::{ConfigError, MetricsConfig};
 use crate::rolling::{
-    rolling, MomentAgg, MomentWindow, PairSumAgg, Reciprocals, Segments, SortedWindow, SumAgg,
+    rolling, rolling_variance, MomentAgg, MomentWindow, PairSumAgg, Reciprocals, Segments,
+    SortedWindow, SumAgg,
 };
 
 /// Scale making the MAD of Gaussian data estimate its σ (DESIGN §4 uses 1.4826).
@@ -656,19 +657,15 @@ pub fn compute(
 
     let inv = Reciprocals::up_to(n);
 
-    // Variances first, square roots in a separate pass the compiler vectorises.
-    rolling::<MomentAgg>(
+    rolling_variance(
         &segs,
         n,
+        m,
         &inv,
-        |i| series.log_ret[i],
-        |t, w| {
-            if w.count >= m {
-                out.vol_cc[t] = w.variance;
-            }
-        },
+        &series.log_ret,
+        &mut out.vol_cc,
+        f64::sqrt,
     );
-    out.vol_cc.iter_mut().for_each(|v| *v = v.sqrt());
     let range_estimator = |terms: &[f64], scale: f64, out: &mut [f64]| {
         rolling::<SumAgg>(
             &segs,

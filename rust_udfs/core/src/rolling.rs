@@ -354,6 +354,203 @@ impl WindowAgg for MomentAgg {
     }
 }
 
+/// Sums of one block's points from each offset to the block's end, as deviations from the block's last
+/// point (the anchor), plus whether that run is NaN-free and equal to the anchor throughout.
+/// Index `k` covers offsets `k..n`; index `n` is the empty run.
+struct AnchoredSuffix {
+    anchor: f64,
+    s1: Vec<f64>,
+    s2: Vec<f64>,
+    clean: Vec<bool>,
+    flat: Vec<bool>,
+}
+
+impl AnchoredSuffix {
+    fn new(n: usize) -> Self {
+        AnchoredSuffix {
+            anchor: f64::NAN,
+            s1: vec![0.0; n + 1],
+            s2: vec![0.0; n + 1],
+            clean: vec![false; n + 1],
+            flat: vec![false; n + 1],
+        }
+    }
+
+    /// Fills the suffixes of a block whose offsets `first_offset..n` sit at `x[start..]`; offsets below
+    /// `first_offset` (a segment continued mid-block) have no points and are marked not clean.
+    fn fill(&mut self, x: &[f64], start: usize, first_offset: usize, n: usize) {
+        let anchor = x[start + (n - 1 - first_offset)];
+        self.anchor = anchor;
+        let (mut s1, mut s2, mut clean, mut flat) = (0.0, 0.0, true, true);
+        self.s1[n] = 0.0;
+        self.s2[n] = 0.0;
+        self.clean[n] = true;
+        self.flat[n] = true;
+        for off in (first_offset..n).rev() {
+            let v = x[start + (off - first_offset)];
+            let d = v - anchor;
+            s1 += d;
+            s2 += d * d;
+            clean &= !v.is_nan();
+            flat &= v == anchor;
+            self.s1[off] = s1;
+            self.s2[off] = s2;
+            self.clean[off] = clean;
+            self.flat[off] = flat;
+        }
+        for off in 0..first_offset {
+            self.clean[off] = false;
+        }
+    }
+}
+
+/// Sample variance of `n` NaN-free points from their sums of deviations from one of them; exactly 0 when
+/// they are all equal. One formula for every caller, so the value never depends on which loop computed it.
+#[inline(always)]
+fn anchored_variance(s1: f64, s2: f64, flat: bool, inv_n: f64, inv_n_minus_1: f64) -> f64 {
+    if flat {
+        0.0
+    } else {
+        let offset = s1 * inv_n;
+        (s2 - s1 * offset).max(0.0) * inv_n_minus_1
+    }
+}
+
+/// Rolling sample variance: the values `rolling::<MomentAgg>` gives (same blocks, windows and NaN rule,
+/// NaN below `min_count` points), computed faster where a window holds no NaN. That is the vol_cc hot path.
+/// `finish` maps each variance on its way out (`f64::sqrt` for a standard deviation), saving a pass.
+///
+/// A window that straddles two blocks is the previous block's suffix plus the current block's prefix.
+/// Both are summed as plain deviations from one anchor, the previous block's last point, so a window
+/// costs two additions and the variance formula instead of MomentAgg's Chan merge of two anchored runs.
+/// - The anchor is a point of every such window, so MomentAgg's conditioning argument still holds.
+/// - Each value still depends only on its window's points and the block alignment, so a carried
+///   continuation stays bit-exact.
+/// - Windows with a NaN, and the first block of a segment, take the MomentAgg path.
+pub(crate) fn rolling_variance(
+    segments: &Segments,
+    n: usize,
+    min_count: u32,
+    inv: &Reciprocals,
+    x: &[f64],
+    out: &mut [f64],
+    finish: impl Fn(f64) -> f64 + Copy,
+) {
+    let emit = |t: usize, w: MomentWindow, out: &mut [f64]| {
+        out[t] = finish(if w.count >= min_count {
+            w.variance
+        } else {
+            f64::NAN
+        });
+    };
+    if n < 2 || (n as u32) < min_count {
+        rolling::<MomentAgg>(segments, n, inv, |i| x[i], |t, w| emit(t, w, out));
+        return;
+    }
+    let (inv_n, inv_n_minus_1) = (inv.of(n as u32), inv.of(n as u32 - 1));
+    let mut previous = AnchoredSuffix::new(n);
+    let mut current = AnchoredSuffix::new(n);
+    let mut generic_suffix = vec![MomentAgg::EMPTY; n + 1];
+    for (start, end, origin) in segments.iter() {
+        let first_offset = (origin % n as u64) as usize;
+        // The segment's first block: windows are prefixes, counts grow from 1.
+        let first_end = end.min(start + (n - first_offset));
+        let mut prefix = MomentAgg::EMPTY;
+        for (i, &v) in x.iter().enumerate().take(first_end).skip(start) {
+            prefix.push(v);
+            emit(i, prefix.single(inv), out);
+        }
+        if first_end == end {
+            continue;
+        }
+        previous.fill(x, start, first_offset, n);
+        let (mut prev_start, mut prev_first_offset) = (start, first_offset);
+        let mut block_start = first_end;
+        while block_start < end {
+            let block_end = end.min(block_start + n);
+            let straddling = (block_end - block_start).min(n - 1);
+            let anchor = previous.anchor;
+            let all_clean = previous.clean[1]
+                && x[block_start..block_start + straddling]
+                    .iter()
+                    .all(|v| !v.is_nan());
+            if all_clean {
+                let (mut p1, mut p2, mut flat) = (0.0, 0.0, true);
+                for j in 0..straddling {
+                    let v = x[block_start + j];
+                    let d = v - anchor;
+                    p1 += d;
+                    p2 += d * d;
+                    flat &= v == anchor;
+                    out[block_start + j] = finish(anchored_variance(
+                        previous.s1[j + 1] + p1,
+                        previous.s2[j + 1] + p2,
+                        flat && previous.flat[j + 1],
+                        inv_n,
+                        inv_n_minus_1,
+                    ));
+                }
+            } else {
+                // The previous block's MomentAgg suffixes, for the windows that hold a NaN.
+                let mut acc = MomentAgg::EMPTY;
+                for off in (prev_first_offset..n).rev() {
+                    acc.push(x[prev_start + (off - prev_first_offset)]);
+                    generic_suffix[off] = acc;
+                }
+                let (mut p1, mut p2, mut flat, mut clean) = (0.0, 0.0, true, true);
+                let mut generic_prefix = MomentAgg::EMPTY;
+                for j in 0..straddling {
+                    let v = x[block_start + j];
+                    let d = v - anchor;
+                    p1 += d;
+                    p2 += d * d;
+                    flat &= v == anchor;
+                    clean &= !v.is_nan();
+                    generic_prefix.push(v);
+                    if clean && previous.clean[j + 1] {
+                        out[block_start + j] = finish(anchored_variance(
+                            previous.s1[j + 1] + p1,
+                            previous.s2[j + 1] + p2,
+                            flat && previous.flat[j + 1],
+                            inv_n,
+                            inv_n_minus_1,
+                        ));
+                    } else {
+                        emit(
+                            block_start + j,
+                            MomentAgg::merge(inv, &generic_suffix[j + 1], &generic_prefix),
+                            out,
+                        );
+                    }
+                }
+            }
+            if block_end - block_start == n {
+                // A whole block is its own last window, and the next block's previous block.
+                current.fill(x, block_start, 0, n);
+                let last = block_end - 1;
+                if current.clean[0] {
+                    out[last] = finish(anchored_variance(
+                        current.s1[0],
+                        current.s2[0],
+                        current.flat[0],
+                        inv_n,
+                        inv_n_minus_1,
+                    ));
+                } else {
+                    let mut whole = MomentAgg::EMPTY;
+                    x[block_start..block_end]
+                        .iter()
+                        .for_each(|&v| whole.push(v));
+                    emit(last, whole.single(inv), out);
+                }
+                std::mem::swap(&mut previous, &mut current);
+            }
+            (prev_start, prev_first_offset) = (block_start, 0);
+            block_start = block_end;
+        }
+    }
+}
+
 /// The non-NaN values of a sliding window, kept sorted: binary-search insert and remove, O(w)
 /// memmove, which for w in the tens is a few nanoseconds.
 #[derive(Debug, Clone, Default)]
@@ -495,6 +692,37 @@ mod tests {
                 let spread = w.iter().map(|v| v.abs()).fold(0.0, f64::max);
                 prop_assert!(close(got[t].mean, mean, spread), "t={} mean {} vs {}", t, got[t].mean, mean);
                 prop_assert!(close(got[t].m2, m2, spread * spread * w.len() as f64), "t={} m2 {} vs {}", t, got[t].m2, m2);
+            }
+        }
+
+        #[test]
+        fn fast_variance_matches_moment_windows(
+            x in prop::collection::vec(prop_oneof![6 => -1e-2f64..1e-2, 1 => Just(f64::NAN), 2 => Just(1e-3), 1 => Just(5.0)], 0..300),
+            n in 1usize..20,
+            m in 1u32..20,
+            cuts in prop::collection::vec(0usize..300, 0..4),
+            origin in 0u64..40,
+        ) {
+            let m = m.min(n as u32);
+            let mut bounds: Vec<usize> = cuts.into_iter().filter(|&c| c < x.len()).collect();
+            bounds.extend([0, x.len()]);
+            bounds.sort_unstable();
+            bounds.dedup();
+            let segs = Segments { ranges: bounds.windows(2).map(|w| (w[0], w[1])).collect(), first_origin: origin };
+            let inv = Reciprocals::up_to(n);
+            let mut want = vec![f64::NAN; x.len()];
+            rolling::<MomentAgg>(&segs, n, &inv, |i| x[i], |t, w| want[t] = if w.count >= m { w.variance } else { f64::NAN });
+            let mut got = vec![f64::NAN; x.len()];
+            rolling_variance(&segs, n, m, &inv, &x, &mut got, |v| v);
+            // A segment continued mid-block (origin) computes its first block's merged windows from missing
+            // points; those are the carried tail's outputs, which the caller discards.
+            let first_kept = segs.ranges.first().map_or(0, |&(s, _)| s + n);
+            for t in 0..x.len() {
+                if origin % n as u64 != 0 && t < first_kept.min(segs.ranges[0].1) { continue; }
+                prop_assert_eq!(got[t].is_nan(), want[t].is_nan(), "t={} got {} want {}", t, got[t], want[t]);
+                if want[t] == 0.0 { prop_assert_eq!(got[t], 0.0, "t={}: a flat window must be exactly 0", t); }
+                let scale = naive_window(&x, t, n).iter().map(|v| v * v).fold(0.0, f64::max);
+                prop_assert!(want[t].is_nan() || close(got[t], want[t], scale), "t={} got {} want {}", t, got[t], want[t]);
             }
         }
 
