@@ -94,16 +94,7 @@ def run(stack_settings) -> list[dict]:  # noqa: ANN001 - scripts/stack.py Settin
 
     binary = cargo_bin.build("sparktrends-alerter")
     env = {**os.environ, **stack_settings.client_env(), "POSTGRES_DB": BENCH_DB, "RUST_LOG": "warn"}
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with migrate.connect("postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        migrate.ensure_database(BENCH_DB)
-        migrate.migrate(BENCH_DB)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    migrate.recreate_database(BENCH_DB, env)
 
     slack = FakeSlack().start()
     env["SLACK_WEBHOOK"] = slack.url

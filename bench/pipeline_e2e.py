@@ -80,16 +80,7 @@ class Run:
             self.admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result()
         self.env = {**os.environ, **settings.client_env(), **stack.spark_env(settings), "POSTGRES_DB": DATABASE,
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-        saved = dict(os.environ)
-        os.environ.update(self.env)
-        try:
-            with migrate.connect("postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-            migrate.ensure_database(DATABASE)
-            migrate.migrate(DATABASE)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        migrate.recreate_database(DATABASE, self.env)
         trigger = ["--trigger", f"{trigger_s} seconds"]
         self.jobs = [
             StreamingJob("bars_job", ["--trades-topic", self.trades_topic, "--bars-topic", self.bars_topic, *trigger,

@@ -77,6 +77,21 @@ def migrate(dbname: str | None = None) -> list[str]:
     return applied
 
 
+def recreate_database(dbname: str, env: dict[str, str]) -> None:
+    """Drop `dbname` and create it migrated like production, connecting with `env`'s settings (a test's or a
+    benchmark's own database, never the pipeline's)."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with connect("postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        ensure_database(dbname)
+        migrate(dbname)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def main() -> int:
     dbname = os.environ.get("POSTGRES_DB", "sparktrends")
     if ensure_database(dbname):

@@ -44,16 +44,7 @@ def stack_env(stack_settings: stack.Settings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def test_db(stack_env: dict[str, str]) -> str:
     """A fresh database migrated like production, so tests never touch the pipeline's own data."""
-    saved = dict(os.environ)
-    os.environ.update(stack_env)
-    try:
-        with migrate.connect("postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-        migrate.ensure_database(TEST_DB)
-        migrate.migrate(TEST_DB)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    migrate.recreate_database(TEST_DB, stack_env)
     return TEST_DB
 
 
