@@ -9,7 +9,7 @@ __version__: str
 class MetricsConfig:
     """Parameters of every metric and anomaly rule. Omitted keywords take the Rust core's defaults
     (window 30, min_periods 10, lam 0.94, max_gap_minutes 15, regime_window 10; thresholds:
-    price_z 4.5/8, volume_z 4/6, vol_ratio 3/4.5). Invalid values raise ValueError."""
+    price_z 5.25/10, volume_z 4/6, vol_ratio 3/4.5). Invalid values raise ValueError."""
 
     def __init__(
         self,

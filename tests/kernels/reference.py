@@ -20,8 +20,8 @@ class Config:
     lam: float = 0.94
     max_gap_minutes: float = 15.0
     regime_window: int = 10
-    price_z_warning: float = 4.5
-    price_z_critical: float = 8.0
+    price_z_warning: float = 5.25
+    price_z_critical: float = 10.0
     volume_z_warning: float = 4.0
     volume_z_critical: float = 6.0
     vol_ratio_warning: float = 3.0
@@ -138,6 +138,7 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     # made of the data's rounding, and any two correct computations of their z-score differ at ~1e-5.
     out["_volume_z_condition"] = prior_mean.abs() / _positive(prior_sd)
     out["return_z"] = log_ret / _positive(out["vol_cc"].shift(1))
+    out["_jump_z"] = log_ret.abs() / _positive(out["vol_yz"].shift(1))
 
     prior_returns = roll(log_ret.shift(1))
     median = prior_returns.median()
@@ -150,9 +151,8 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 
 
 def _verdict(row: pd.Series, cfg: Config) -> tuple[float, str | None, str | None]:
-    price_z = np.fmin(abs(row["robust_z"]), abs(row["return_z"]))  # either baseline alone when one is undefined
     detectors = [
-        ("price_jump", price_z, cfg.price_z_warning, cfg.price_z_critical),
+        ("price_jump", row["_jump_z"], cfg.price_z_warning, cfg.price_z_critical),
         ("volume_spike", row["volume_z"], cfg.volume_z_warning, cfg.volume_z_critical),
         ("vol_regime_shift", row["_vol_ratio"], cfg.vol_ratio_warning, cfg.vol_ratio_critical),
     ]

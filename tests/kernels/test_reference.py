@@ -32,6 +32,7 @@ def compare(frame: pd.DataFrame, config: dict) -> None:
         huge = (np.abs(got) > ILL_CONDITIONED_Z) | (np.abs(want) > ILL_CONDITIONED_Z)
         ill_conditioned |= huge
     ill_conditioned |= (expected["_vol_ratio"] > ILL_CONDITIONED_Z).to_numpy()
+    ill_conditioned |= (expected["_jump_z"] > ILL_CONDITIONED_Z).to_numpy()
     ill_conditioned |= (expected["_volume_z_condition"] > ILL_CONDITIONED_Z).to_numpy()
     for name in FLOAT_COLUMNS:
         got = actual.column(name).to_numpy(zero_copy_only=False).astype(float)
@@ -48,9 +49,8 @@ def compare(frame: pd.DataFrame, config: dict) -> None:
     # Kinds and severity are compared exactly, except on rows where a statistic sits within
     # rounding distance of a threshold (either side is then a correct answer).
     cfg = Config(**config)
-    price = expected["robust_z"].abs().fillna(expected["return_z"].abs())
     stats = [
-        (price, cfg.price_z_warning, cfg.price_z_critical),
+        (expected["_jump_z"], cfg.price_z_warning, cfg.price_z_critical),
         (expected["volume_z"], cfg.volume_z_warning, cfg.volume_z_critical),
         (expected["_vol_ratio"], cfg.vol_ratio_warning, cfg.vol_ratio_critical),
     ]

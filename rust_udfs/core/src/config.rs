@@ -15,7 +15,8 @@ pub struct Threshold {
 /// Alert levels per anomaly kind. Kept here, not in code, because they are tuned on labelled series.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AnomalyThresholds {
-    /// |price z| (robust z when defined, else the return z), in standard deviations.
+    /// Price-jump statistic |ℓ_t| / vol_yz(t − 1): the bar's log return in Yang–Zhang standard deviations of
+    /// the window before it.
     pub price_z: Threshold,
     /// Volume z (one-sided: only unusually high volume), in standard deviations of ln(1+V).
     pub volume_z: Threshold,
@@ -28,8 +29,8 @@ impl Default for AnomalyThresholds {
         Self {
             // Chosen from the labelled evaluation (bench/detection_eval.py, docs/detection.md).
             price_z: Threshold {
-                warning: 4.5,
-                critical: 8.0,
+                warning: 5.25,
+                critical: 10.0,
             },
             volume_z: Threshold {
                 warning: 4.0,

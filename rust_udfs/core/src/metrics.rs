@@ -781,8 +781,8 @@ fn yang_zhang(
     );
 }
 
-/// return_z, robust_z, volume_z against the window ending at t − 1, the regime ratio, and the
-/// combined verdict. Baselines never include bar t.
+/// return_z, robust_z, volume_z against the window ending at t − 1, the price-jump and regime
+/// statistics, and the combined verdict. Baselines never include bar t.
 fn anomalies(
     series: &BarSeries,
     segs: &Segments,
@@ -830,8 +830,11 @@ fn anomalies(
                 prior_returns.remove(series.log_ret[t - n]);
             }
 
-            // f64::min ignores a NaN operand: with one baseline undefined, the other decides.
-            let price_z = out.robust_z[t].abs().min(out.return_z[t].abs());
+            let price_z = if t > start {
+                finite_or_nan(ratio(l.abs(), out.vol_yz[t - 1]))
+            } else {
+                f64::NAN
+            };
             let verdict = judge(
                 AnomalyStats {
                     price_z,
