@@ -2,20 +2,25 @@
 
     scripts/submit.sh bars_job [--watermark "2 minutes"] [--trigger "5 seconds"]
 
-Two streaming queries in one application, both reading the trades topic:
-  * `bars`: valid trades, duplicates dropped by (source, symbol, trade_id) within the watermark, grouped into
+One streaming query, `bars`, reads the trades topic once per micro-batch and has two outputs:
+  * bars: valid trades, duplicates dropped by (source, symbol, trade_id) within the watermark, grouped into
     1-minute event-time windows; a bar is emitted once the watermark passes its end (append mode), so late
     trades inside the watermark still land in their bar. Open/close are chosen deterministically by
     (event time, Kafka offset): one symbol lives in one partition, so the offset orders same-millisecond trades.
-  * `trade-rejects`: trades that fail the contract go to PostgreSQL `rejected_messages` with their reason and
-    Kafka coordinates (idempotent on the coordinates), while valid ones keep flowing.
-The Kafka sink is at-least-once; downstream every write is an upsert on (symbol, ts), so a replayed
-micro-batch is harmless.
+    Bars go to the bars topic.
+  * rejects: trades that fail the contract go to PostgreSQL `rejected_messages` with their reason and Kafka
+    coordinates (idempotent on the coordinates), while valid ones keep flowing.
+Both leave through one foreachBatch sink. The Kafka write is at-least-once; downstream every write is an
+upsert on (symbol, ts), so a replayed micro-batch is harmless.
+
+Why one query: a second query for the rejects read and parsed every trade a second time and paid its own
+per-batch cost on the same 2 cores (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -23,12 +28,12 @@ from pyspark.sql import functions as F
 from spark_jobs import contracts
 from spark_jobs.common import (
     checkpoint_dir,
-    kafka_bootstrap,
+    produce,
     read_kafka_stream,
     spark_session,
     start_progress_reporter,
 )
-from spark_jobs.store import write_rejects
+from spark_jobs.store import REJECT_COLUMNS, insert_rejects
 
 
 def parse_trades(raw: DataFrame) -> DataFrame:
@@ -43,12 +48,24 @@ def parse_trades(raw: DataFrame) -> DataFrame:
     return parsed.withColumn("reject_reason", contracts.trade_reject_reason())
 
 
-def build_bars(trades: DataFrame, watermark: str) -> DataFrame:
+# A trade is a duplicate of an earlier one with the same key within the watermark.
+DEDUP_KEY = ["source", "symbol", "trade_id"]
+
+
+def with_event_time(trades: DataFrame, watermark: str) -> DataFrame:
+    """Adds the watermarked `event_time`, null on rejected trades: a reject's timestamp (one far in the future,
+    say) must not move the watermark and make every later trade late."""
+    valid = F.col("reject_reason").isNull()
+    return trades.withColumn("event_time", F.when(valid, F.timestamp_millis("ts_ms"))).withWatermark(
+        "event_time", watermark
+    )
+
+
+def build_bars(trades: DataFrame) -> DataFrame:
+    """Valid trades with a watermarked `event_time` -> closed 1-minute bars."""
     order_key: Column = F.struct("ts_ms", "partition", "offset")
     bars = (
-        trades.withColumn("event_time", F.timestamp_millis("ts_ms"))
-        .withWatermark("event_time", watermark)
-        .dropDuplicatesWithinWatermark(["source", "symbol", "trade_id"])
+        trades.dropDuplicatesWithinWatermark(DEDUP_KEY)
         .groupBy(F.window("event_time", "1 minute").alias("w"), "symbol")
         .agg(
             F.min_by("price", order_key).alias("open"),
@@ -76,6 +93,67 @@ def build_bars(trades: DataFrame, watermark: str) -> DataFrame:
     )
 
 
+BAR, REJECT = "bar", "reject"
+
+
+def bar_and_reject_records(trades: DataFrame, watermark: str, partitions: int) -> DataFrame:
+    """Parsed trades -> one stream of both outputs; `kind` says which. Bars carry their Kafka key and JSON
+    value, rejects the columns of `rejected_messages`.
+
+    Both branches read one shuffle by the deduplication key, so a micro-batch reads and parses the topic once:
+    the deduplication needs exactly that partitioning, and Spark reuses the shuffle's output for the rejects
+    branch (a ReusedExchange) instead of scanning the source a second time. Reuse needs the two branches to
+    read identical shuffles, hence:
+    - every column but the key and the event time travels in one struct, which each branch reads whole
+      (nested-column pruning is off for this job: it would cut a different struct for each branch);
+    - each branch's filter stays above the shuffle (`_above_shuffle`);
+    - the watermark is set before the shuffle, so the deduplication needs no shuffle of its own.
+    Valid trades drop their raw text before the shuffle: only rejects need it."""
+    timed = with_event_time(trades, watermark).withColumn(
+        "raw", F.when(F.col("reject_reason").isNotNull(), F.col("raw"))
+    )
+    carried = [c for c in timed.columns if c not in [*DEDUP_KEY, "event_time"]]
+    shuffled = timed.select(*DEDUP_KEY, "event_time", F.struct(*carried).alias("trade")).repartition(
+        partitions, *DEDUP_KEY
+    )
+
+    valid = shuffled.filter(_above_shuffle(F.col("trade.reject_reason").isNull()))
+    bars = build_bars(valid.select(*DEDUP_KEY, "event_time", "trade.*")).observe(
+        "bars", F.count(F.lit(1)).alias("bars_out"), F.sum("trades").alias("trades_in_bars")
+    )
+    bar_records = bars.select(
+        F.lit(BAR).alias("kind"), F.col("symbol").alias("key"), F.to_json(F.struct(*bars.columns)).alias("value")
+    )
+
+    rejects = (
+        shuffled.filter(_above_shuffle(F.col("trade.reject_reason").isNotNull()))
+        .select("event_time", "trade.*")
+        .withColumn("source", F.lit("bars_job"))
+        .observe("rejects", F.count(F.lit(1)).alias("rejected"))
+    )
+    reject_records = rejects.select(F.lit(REJECT).alias("kind"), "event_time", *REJECT_COLUMNS)
+    return bar_records.unionByName(reject_records, allowMissingColumns=True)
+
+
+def _above_shuffle(condition: Column) -> Column:
+    """`condition`, kept above the shuffle it follows. The optimizer pushes a plain filter below a
+    repartition, which would give each branch a shuffle (and a source scan) of its own; it cannot move a
+    condition that reads spark_partition_id(), and that guard is always true."""
+    return F.when(F.spark_partition_id() >= 0, condition)
+
+
+def publish(bars_topic: str) -> Callable[[DataFrame, int], None]:
+    """foreachBatch sink: bars to Kafka, rejects to PostgreSQL, from one collect of the micro-batch's output
+    (a few thousand bars at most): one Spark job per batch instead of one per destination."""
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        rows = batch.select("kind", "key", "value", *REJECT_COLUMNS).collect()
+        produce(bars_topic, [(r["key"], r["value"]) for r in rows if r["kind"] == BAR])
+        insert_rejects([tuple(r[c] for c in REJECT_COLUMNS) for r in rows if r["kind"] == REJECT])
+
+    return write
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trades-topic", default=contracts.TOPIC_TRADES)
@@ -88,37 +166,23 @@ def main() -> None:
     args = parser.parse_args()
 
     spark = spark_session("sparktrends-bars")
+    # See bar_and_reject_records: both branches must read the whole `trade` struct.
+    spark.conf.set("spark.sql.optimizer.nestedSchemaPruning.enabled", "false")
+    spark.conf.set("spark.sql.optimizer.expression.nestedPruning.enabled", "false")
     raw = read_kafka_stream(spark, args.trades_topic, args.starting_offsets, args.max_offsets_per_trigger)
-    trades = parse_trades(raw)
-
-    valid = trades.filter(F.col("reject_reason").isNull())
-    bars = build_bars(valid, args.watermark).observe(
-        "bars", F.count(F.lit(1)).alias("bars_out"), F.sum("trades").alias("trades_in_bars")
+    records = bar_and_reject_records(
+        parse_trades(raw), args.watermark, int(spark.conf.get("spark.sql.shuffle.partitions"))
     )
-    bars_query = (
-        bars.select(F.col("symbol").alias("key"), F.to_json(F.struct(*bars.columns)).alias("value"))
-        .writeStream.queryName("bars")
-        .format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap())
-        .option("topic", args.bars_topic)
-        .option("kafka.enable.idempotence", "true")
-        .option("kafka.acks", "all")
+    query = (
+        records.writeStream.queryName("bars")
+        .foreachBatch(publish(args.bars_topic))
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "bars"))
         .outputMode("append")
         .trigger(processingTime=args.trigger)
         .start()
     )
-
-    rejects = trades.filter(F.col("reject_reason").isNotNull()).withColumn("source", F.lit("bars_job"))
-    rejects_query = (
-        rejects.writeStream.queryName("trade-rejects")
-        .foreachBatch(write_rejects)
-        .option("checkpointLocation", checkpoint_dir(args.checkpoint, "trade-rejects"))
-        .trigger(processingTime=args.trigger)
-        .start()
-    )
-    start_progress_reporter(spark, [bars_query, rejects_query])
-    spark.streams.awaitAnyTermination()
+    start_progress_reporter(spark, [query])
+    query.awaitTermination()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from confluent_kafka import Producer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
@@ -25,6 +26,44 @@ def spark_session(app_name: str) -> SparkSession:
 
 def kafka_bootstrap() -> str:
     return env("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+_producer: Producer | None = None
+
+
+def produce(topic: str, records: list[tuple[str, str]]) -> None:
+    """Sends (key, value) records from the driver and waits until the broker has them all; raises otherwise, so
+    the micro-batch fails and is replayed (at-least-once, like Spark's Kafka sink; consumers upsert)."""
+    global _producer
+    if not records:
+        return
+    if _producer is None:
+        _producer = Producer(
+            {
+                "bootstrap.servers": kafka_bootstrap(),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                # The JVM client's key hashing, so a symbol lands where Spark's Kafka sink would put it.
+                "partitioner": "murmur2_random",
+            }
+        )
+    failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for key, value in records:
+        while True:
+            try:
+                _producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                _producer.poll(0.1)
+    unsent = _producer.flush(60)
+    if failures or unsent:
+        raise RuntimeError(f"kafka: {len(failures)} records failed ({failures[:3]}), {unsent} unsent to {topic}")
 
 
 def jdbc_url() -> str:
@@ -76,8 +115,10 @@ class ProgressReporter(StreamingQueryListener):
         late = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
         rate = p.processedRowsPerSecond or 0.0
         metrics = " ".join(f"{k}={v}" for obs in observed.values() for k, v in obs.items())
+        took = p.durationMs or {}
         print(
             f"[stream] {p.name} batch={p.batchId} rows_in={p.numInputRows} rate={rate:.0f}/s "
+            f"took={took.get('triggerExecution', 0) / 1000:.1f}s (write {took.get('addBatch', 0) / 1000:.1f}s) "
             f"late_dropped={late} {metrics}",
             flush=True,
         )
