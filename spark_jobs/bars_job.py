@@ -2,6 +2,10 @@
 
     scripts/submit.sh bars_job [--watermark "2 minutes"] [--trigger "5 seconds"]
 
+A bar is emitted in the micro-batch after the one whose watermark passes its end. That batch runs at once:
+the Kafka source paces the batches of new trades to `--trigger` and the query's own trigger is zero
+(common.paced_trigger), so a closed bar does not wait a further trigger interval.
+
 One streaming query, `bars`, reads the trades topic once per micro-batch and has two outputs:
   * bars: valid trades, duplicates dropped by (source, symbol, trade_id) within the watermark, grouped into
     1-minute event-time windows; a bar is emitted once the watermark passes its end (append mode), so late
@@ -28,6 +32,8 @@ from pyspark.sql import functions as F
 from spark_jobs import contracts
 from spark_jobs.common import (
     checkpoint_dir,
+    interval_ms,
+    paced_trigger,
     produce,
     read_kafka_stream,
     spark_session,
@@ -159,7 +165,12 @@ def main() -> None:
     parser.add_argument("--trades-topic", default=contracts.TOPIC_TRADES)
     parser.add_argument("--bars-topic", default=contracts.TOPIC_BARS)
     parser.add_argument("--watermark", default="1 minute", help="how late a trade may arrive and still count")
-    parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument(
+        "--trigger",
+        default="5 seconds",
+        help="how often a micro-batch reads new trades (a bar that closes "
+        "is emitted right after the batch that closed it, not one interval later)",
+    )
     parser.add_argument("--starting-offsets", default="earliest")
     parser.add_argument("--checkpoint", default=None, help="checkpoint root (default $SPARKTRENDS_CHECKPOINTS)")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
@@ -169,7 +180,9 @@ def main() -> None:
     # See bar_and_reject_records: both branches must read the whole `trade` struct.
     spark.conf.set("spark.sql.optimizer.nestedSchemaPruning.enabled", "false")
     spark.conf.set("spark.sql.optimizer.expression.nestedPruning.enabled", "false")
-    raw = read_kafka_stream(spark, args.trades_topic, args.starting_offsets, args.max_offsets_per_trigger)
+    raw = read_kafka_stream(
+        spark, args.trades_topic, args.starting_offsets, args.max_offsets_per_trigger, interval_ms(args.trigger)
+    )
     records = bar_and_reject_records(
         parse_trades(raw), args.watermark, int(spark.conf.get("spark.sql.shuffle.partitions"))
     )
@@ -178,7 +191,7 @@ def main() -> None:
         .foreachBatch(publish(args.bars_topic))
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "bars"))
         .outputMode("append")
-        .trigger(processingTime=args.trigger)
+        .trigger(**paced_trigger(spark))
         .start()
     )
     start_progress_reporter(spark, [query])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from confluent_kafka import Producer
@@ -87,9 +88,32 @@ def checkpoint_dir(root: str | None, query: str) -> str:
     return os.path.join(base, query)
 
 
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+_UNIT_MS = {
+    **dict.fromkeys(["ms", "millisecond", "milliseconds"], 1),
+    **dict.fromkeys(["s", "sec", "secs", "second", "seconds"], 1_000),
+    **dict.fromkeys(["m", "min", "mins", "minute", "minutes"], 60_000),
+}
+
+
+def interval_ms(text: str) -> int:
+    """A trigger interval such as "5 seconds", "500 ms" or "1 minute", in milliseconds."""
+    match = _INTERVAL.match(text.lower())
+    if not match or match[2] not in _UNIT_MS:
+        raise SystemExit(f"not an interval: {text!r} (say e.g. '5 seconds', '500 ms', '1 minute')")
+    return round(float(match[1]) * _UNIT_MS[match[2]])
+
+
 def read_kafka_stream(
-    spark: SparkSession, topic: str, starting_offsets: str = "earliest", max_offsets: int | None = None
+    spark: SparkSession,
+    topic: str,
+    starting_offsets: str = "earliest",
+    max_offsets: int | None = None,
+    pace_ms: int | None = None,
 ) -> DataFrame:
+    """The topic as a stream. `pace_ms` makes the source, not the trigger, space the micro-batches that read
+    new data (see `paced_trigger`): a batch starts once the previous one is `pace_ms` old, or at once when a
+    backlog of `max_offsets` (default 100,000) offsets waits."""
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", kafka_bootstrap())
@@ -97,10 +121,29 @@ def read_kafka_stream(
         .option("startingOffsets", starting_offsets)
         # A deleted or compacted offset range is reported in the log, not fatal to a long-running stream.
         .option("failOnDataLoss", "false")
+        # Executors only read offset ranges that exist, yet with the broker's default long poll (500 ms) each
+        # partition's read waited on it: reading 100 bars from 6 partitions took 1.9 s, with 10 ms 0.3 s.
+        .option("kafka.fetch.max.wait.ms", "10")
     )
     if max_offsets:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))
+    if pace_ms:
+        reader = reader.option("minOffsetsPerTrigger", str(max_offsets or 100_000)).option(
+            "maxTriggerDelay", f"{pace_ms}ms"
+        )
     return reader.load()
+
+
+def paced_trigger(spark: SparkSession) -> dict[str, str]:
+    """The trigger of a query whose source is paced (read_kafka_stream's `pace_ms`), for writeStream.trigger.
+
+    Spark emits an event-time window only in the micro-batch after the one whose watermark passes it. Under a
+    processing-time trigger that batch waits a whole interval (5 s by default); under a zero trigger with the
+    pacing done by the source, it runs as soon as the watermark moves, while batches of new data still come
+    no more often than the interval. When there is nothing to do, the query asks the broker for the latest
+    offsets every 100 ms (Spark's default is every 10 ms)."""
+    spark.conf.set("spark.sql.streaming.pollingDelay", "100ms")
+    return {"processingTime": "0 seconds"}
 
 
 class ProgressReporter(StreamingQueryListener):

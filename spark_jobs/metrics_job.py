@@ -1,7 +1,7 @@
 """Metrics job: market.bars.1m.v1 -> upsert bars_1m -> Rust metrics with warm-up history -> metrics_1m and the
 anomalies outbox.
 
-    scripts/submit.sh metrics_job [--trigger "5 seconds"] [--warmup-bars 512]
+    scripts/submit.sh metrics_job [--trigger "500 ms"] [--warmup-bars 512] [--driver-max-rows 500000]
 
 Each micro-batch: invalid bars go to rejected_messages; the newest message per (symbol, minute) is upserted
 into bars_1m (REST providers and the bars job meet here); then every touched symbol is recomputed from its
@@ -20,8 +20,8 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import contracts
-from spark_jobs.common import checkpoint_dir, read_kafka_stream, spark_session, start_progress_reporter
-from spark_jobs.metrics_store import DEFAULT_WARMUP_BARS, purge_stale_staging, recompute
+from spark_jobs.common import checkpoint_dir, interval_ms, read_kafka_stream, spark_session, start_progress_reporter
+from spark_jobs.metrics_store import DEFAULT_DRIVER_MAX_ROWS, DEFAULT_WARMUP_BARS, purge_stale_staging, recompute
 from spark_jobs.store import insert_rejects, pg_connect, upsert
 
 BAR_COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "trades", "vwap", "source"]
@@ -53,9 +53,10 @@ def latest_bars(records: list[Row]) -> list[tuple]:
 class MetricsBatch:
     """foreachBatch function of the metrics query."""
 
-    def __init__(self, spark: SparkSession, warmup_bars: int) -> None:
+    def __init__(self, spark: SparkSession, warmup_bars: int, driver_max_rows: int) -> None:
         self.spark = spark
         self.warmup_bars = warmup_bars
+        self.driver_max_rows = driver_max_rows
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -79,12 +80,13 @@ class MetricsBatch:
         with pg_connect() as conn:
             upsert(conn, "bars_1m", BAR_COLUMNS, ["symbol", "ts"], rows)
         upserted = time.monotonic()
-        result = recompute(self.spark, scope, self.warmup_bars)
+        result = recompute(self.spark, scope, self.warmup_bars, driver_max_rows=self.driver_max_rows)
         done = time.monotonic()
         print(
             f"[metrics] batch={batch_id} bars={len(rows)} symbols={result.symbols} metrics_upserted="
             f"{result.metric_rows} new_anomalies={result.new_anomalies} took={done - started:.2f}s "
-            f"(read {collected - started:.2f}s, bars_1m {upserted - collected:.2f}s, metrics {done - upserted:.2f}s)",
+            f"(read {collected - started:.2f}s, bars_1m {upserted - collected:.2f}s, metrics {done - upserted:.2f}s "
+            f"on the {result.ran_on}, {result.bars_read} bars with warm-up)",
             flush=True,
         )
 
@@ -92,8 +94,19 @@ class MetricsBatch:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bars-topic", default=contracts.TOPIC_BARS)
-    parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument(
+        "--trigger",
+        default="500 ms",
+        help="how often to look for new bars; an idle look is one offsets request "
+        "to the broker, so a short interval costs nothing and a closed bar does not wait for it",
+    )
     parser.add_argument("--warmup-bars", type=int, default=DEFAULT_WARMUP_BARS)
+    parser.add_argument(
+        "--driver-max-rows",
+        type=int,
+        default=DEFAULT_DRIVER_MAX_ROWS,
+        help="compute a batch's metrics in the driver up to this many bars (warm-up included); 0: always the cluster",
+    )
     parser.add_argument("--starting-offsets", default="earliest")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
@@ -109,9 +122,9 @@ def main() -> None:
     )
     query = (
         observed.writeStream.queryName("metrics")
-        .foreachBatch(MetricsBatch(spark, args.warmup_bars))
+        .foreachBatch(MetricsBatch(spark, args.warmup_bars, args.driver_max_rows))
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "metrics"))
-        .trigger(processingTime=args.trigger)
+        .trigger(processingTime=f"{interval_ms(args.trigger)} milliseconds")
         .start()
     )
     start_progress_reporter(spark, [query])

@@ -1,11 +1,17 @@
 """Metrics from bars_1m, the one code path of the streaming metrics job and the batch recompute job.
 
 For each symbol in scope, `recompute` loads the last `warmup_bars` bars before the symbol's earliest changed
-bar plus everything after it, runs the Rust kernels per symbol on the executors (applyInArrow), keeps the rows
-from the earliest changed bar on, and merges them:
+bar plus everything after it, runs the Rust kernels per symbol, keeps the rows from the earliest changed bar
+on, and merges them. Where the kernels run depends on the size of the work:
 
-    executors --JDBC--> metrics_staging (run_id)      parallel, no transaction needed
-    driver:   BEGIN; upsert metrics_1m; insert anomalies (outbox) if absent; delete staging rows; COMMIT
+    cluster (backfills, large scopes): executors run the kernels per symbol (applyInArrow) and write
+        metrics_staging (run_id) over JDBC in parallel; then the driver merges.
+    driver (a live micro-batch: up to `driver_max_rows` bars, warm-up included): the driver reads the bars
+        with one COPY into Arrow, runs the same kernels (MetricsStream, the engine of applyInArrow) and COPYs
+        the rows into metrics_staging inside the merge transaction. A few hundred thousand bars take the
+        kernels milliseconds; the cluster round trip (JDBC read, shuffle, Python workers, JDBC write) costs
+        seconds of fixed overhead on 2 cores, which is most of a live bar's latency (docs/decisions.md).
+    merge:   BEGIN; upsert metrics_1m; insert anomalies (outbox) if absent; delete staging rows; COMMIT
 
 Metrics are a pure function of bars_1m and every statement is keyed on (symbol, ts [, kind]), so replaying a
 micro-batch, or recomputing a range, rewrites identical values and never duplicates an alert.
@@ -14,12 +20,15 @@ micro-batch, or recomputing a range, rewrites identical values and never duplica
 from __future__ import annotations
 
 import datetime as dt
+import io
 import time
 import uuid
 from dataclasses import dataclass
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -36,6 +45,9 @@ METRIC_COLUMNS = [
 ANOMALY_COLUMNS = ["anomaly_kinds", "severity"]
 # Enough history that the EWMA (λ = 0.94) has forgotten where the warm-up started: 0.94**512 ≈ 2e-14.
 DEFAULT_WARMUP_BARS = 512
+# The streaming job's default limit for computing in the driver: 1,000 symbols' warm-up, about 100 MB of Arrow
+# at most; a larger scope (a late bar far back, a big catch-up batch) goes to the cluster.
+DEFAULT_DRIVER_MAX_ROWS = 500_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,8 @@ class RecomputeResult:
     metric_rows: int
     new_anomalies: int
     seconds: float
+    bars_read: int = 0
+    ran_on: str = ""  # "driver" or "cluster"
 
 
 def output_schema() -> StructType:
@@ -71,14 +85,17 @@ def _scope_sql(scope: dict[str, dt.datetime]) -> str:
     return ", ".join(rows)
 
 
-def bars_with_warmup(
-    spark: SparkSession, scope: dict[str, dt.datetime], warmup_bars: int, until: dt.datetime | None = None
-) -> DataFrame:
+def bars_with_warmup_sql(
+    scope: dict[str, dt.datetime], warmup_bars: int, until: dt.datetime | None = None, epoch_us: bool = False
+) -> str:
     """Each scoped symbol's bars from `warmup_bars` before its earliest changed bar on (up to `until`); a symbol
-    with less history than that gets all of it."""
+    with less history than that gets all of it. `epoch_us` gives the timestamps as integer microseconds."""
     until_sql = f"AND b.ts <= TIMESTAMPTZ '{until.isoformat()}'" if until else ""
-    query = f"""
-        SELECT b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume, b.vwap, s.earliest AS emit_from
+    ts, emit_from = "b.ts", "s.earliest"
+    if epoch_us:
+        ts, emit_from = (f"(extract(epoch FROM {c}) * 1000000)::bigint" for c in (ts, emit_from))
+    return f"""
+        SELECT b.symbol, {ts} AS ts, b.open, b.high, b.low, b.close, b.volume, b.vwap, {emit_from} AS emit_from
         FROM (VALUES {_scope_sql(scope)}) AS s(symbol, earliest)
         JOIN bars_1m b ON b.symbol = s.symbol
         WHERE b.ts >= COALESCE(
@@ -86,7 +103,48 @@ def bars_with_warmup(
              ORDER BY p.ts DESC OFFSET {max(warmup_bars, 1) - 1} LIMIT 1),
             '-infinity'::timestamptz) {until_sql}
     """
+
+
+def bars_with_warmup(
+    spark: SparkSession, scope: dict[str, dt.datetime], warmup_bars: int, until: dt.datetime | None = None
+) -> DataFrame:
+    """bars_with_warmup_sql as a DataFrame read over JDBC."""
+    query = bars_with_warmup_sql(scope, warmup_bars, until)
     return spark.read.format("jdbc").options(**jdbc_options()).option("query", query).load()
+
+
+_BARS_CSV_TYPES = {
+    "symbol": pa.string(), "ts": pa.int64(), "open": pa.float64(), "high": pa.float64(), "low": pa.float64(),
+    "close": pa.float64(), "volume": pa.float64(), "vwap": pa.float64(), "emit_from": pa.int64(),
+}  # fmt: skip
+
+
+def read_bars_arrow(conn: psycopg.Connection, query: str) -> pa.Table:
+    """The rows of bars_with_warmup_sql(epoch_us=True) as Arrow, through COPY ... CSV: PostgreSQL writes it and
+    Arrow's parser reads it without a Python object per value."""
+    buffer = io.BytesIO()
+    with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER true)") as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    buffer.seek(0)
+    table = pa_csv.read_csv(buffer, convert_options=pa_csv.ConvertOptions(column_types=_BARS_CSV_TYPES))
+    timestamp = pa.timestamp("us", tz="UTC")
+    return table.set_column(1, "ts", table.column("ts").cast(timestamp)).set_column(
+        table.schema.get_field_index("emit_from"), "emit_from", table.column("emit_from").cast(timestamp)
+    )
+
+
+def compute_in_driver(bars: pa.Table) -> pa.Table:
+    """The metrics of every symbol in `bars` (warm-up included), from each symbol's `emit_from` on: the kernels
+    of compute_symbol, run over all symbols at once (MetricsStream keeps each symbol's state apart)."""
+    if bars.num_rows == 0:
+        return sparktrends.METRICS_SCHEMA.empty_table()
+    bars = bars.sort_by([("symbol", "ascending"), ("ts", "ascending")])
+    metrics = pa.Table.from_batches(
+        sparktrends.map_in_arrow(bars.drop_columns(["emit_from"]).to_batches()), schema=sparktrends.METRICS_SCHEMA
+    )
+    # map_in_arrow keeps the input's row order, so the bars' emit_from lines up with the metrics rows.
+    return metrics.filter(pc.greater_equal(metrics.column("ts"), bars.column("emit_from")))
 
 
 MERGE_METRICS = f"""
@@ -129,22 +187,38 @@ WITHDRAW_ANOMALIES = """
 """
 
 
+STAGED_COLUMNS = ["symbol", "ts", *METRIC_COLUMNS, *ANOMALY_COLUMNS]
+
+
 def recompute(
     spark: SparkSession,
     scope: dict[str, dt.datetime],
     warmup_bars: int = DEFAULT_WARMUP_BARS,
     until: dt.datetime | None = None,
+    driver_max_rows: int = 0,
 ) -> RecomputeResult:
-    """Recompute and merge the metrics of every symbol in `scope` from its earliest changed bar on."""
+    """Recompute and merge the metrics of every symbol in `scope` from its earliest changed bar on; in the
+    driver when the bars to read (warm-up included) are at most `driver_max_rows`, else on the cluster."""
     started = time.monotonic()
     if not scope:
         return RecomputeResult(0, 0, 0, 0.0)
     run_id = uuid.uuid4().hex
-    bars = bars_with_warmup(spark, scope, warmup_bars, until)
-    metrics = bars.groupBy("symbol").applyInArrow(compute_symbol, output_schema())
-    staged = metrics.select("symbol", "ts", *METRIC_COLUMNS, *ANOMALY_COLUMNS).withColumn("run_id", F.lit(run_id))
-    staged.write.format("jdbc").options(**jdbc_options()).option("dbtable", "metrics_staging").mode("append").save()
     with pg_connect() as conn:
+        bars_read, ran_on = 0, "cluster"
+        if driver_max_rows > 0:
+            query = bars_with_warmup_sql(scope, warmup_bars, until, epoch_us=True)
+            (bars_read,) = conn.execute(f"SELECT count(*) FROM ({query}) q").fetchone() or (0,)
+            if bars_read <= driver_max_rows:
+                ran_on = "driver"
+                _stage(conn, run_id, compute_in_driver(read_bars_arrow(conn, query)))
+        if ran_on == "cluster":
+            conn.rollback()  # no transaction stays open while the cluster works
+            bars = bars_with_warmup(spark, scope, warmup_bars, until)
+            metrics = bars.groupBy("symbol").applyInArrow(compute_symbol, output_schema())
+            staged = metrics.select(*STAGED_COLUMNS).withColumn("run_id", F.lit(run_id))
+            staged.write.format("jdbc").options(**jdbc_options()).option("dbtable", "metrics_staging").mode(
+                "append"
+            ).save()
         with conn.cursor() as cur:
             cur.execute(MERGE_METRICS, {"run_id": run_id})
             metric_rows = cur.rowcount
@@ -153,7 +227,17 @@ def recompute(
             new_anomalies = cur.rowcount
             cur.execute("DELETE FROM metrics_staging WHERE run_id = %(run_id)s", {"run_id": run_id})
         conn.commit()
-    return RecomputeResult(len(scope), metric_rows, new_anomalies, time.monotonic() - started)
+    return RecomputeResult(
+        len(scope), metric_rows, new_anomalies, time.monotonic() - started, bars_read=bars_read, ran_on=ran_on
+    )
+
+
+def _stage(conn: psycopg.Connection, run_id: str, metrics: pa.Table) -> None:
+    """COPY the driver's metrics rows into metrics_staging, in the merge's transaction."""
+    columns = ", ".join(["run_id", *STAGED_COLUMNS])
+    with conn.cursor().copy(f"COPY metrics_staging ({columns}) FROM STDIN") as copy:
+        for row in metrics.select(STAGED_COLUMNS).to_pylist():
+            copy.write_row([run_id, *row.values()])
 
 
 def purge_stale_staging(max_age: str = "1 hour") -> None:

@@ -40,7 +40,7 @@ def main() -> None:
     result = recompute(spark, scope, args.warmup_bars, until=args.end)
     print(
         f"recompute: {result.symbols} symbols, {result.metric_rows} metric rows, "
-        f"{result.new_anomalies} new anomalies in {result.seconds:.1f}s",
+        f"{result.new_anomalies} new anomalies in {result.seconds:.1f}s on the {result.ran_on}",
         flush=True,
     )
     spark.stop()
