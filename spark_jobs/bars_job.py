@@ -24,9 +24,10 @@ per-batch cost on the same 2 cores (docs/benchmarks.md has the measurements).
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import contracts
@@ -39,6 +40,8 @@ from spark_jobs.common import (
     spark_session,
     start_progress_reporter,
 )
+from spark_jobs.contracts import APPLIED_HEADER
+from spark_jobs.metrics_store import BAR_FIELDS, apply_bars
 from spark_jobs.store import REJECT_COLUMNS, insert_rejects
 
 
@@ -148,14 +151,29 @@ def _above_shuffle(condition: Column) -> Column:
     return F.when(F.spark_partition_id() >= 0, condition)
 
 
-def publish(bars_topic: str) -> Callable[[DataFrame, int], None]:
-    """foreachBatch sink: bars to Kafka, rejects to PostgreSQL, from one collect of the micro-batch's output
-    (a few thousand bars at most): one Spark job per batch instead of one per destination."""
+def publish(spark: SparkSession, bars_topic: str) -> Callable[[DataFrame, int], None]:
+    """foreachBatch sink, from one collect of the micro-batch's output (a few thousand bars at most; one Spark
+    job per batch instead of one per destination):
+    - bars into bars_1m and their metrics (metrics_store.apply_bars, the metrics job's own code), then onto
+      the bars topic marked as applied, so the metrics job skips them: a closed bar's metrics are committed
+      in this batch instead of after another Kafka hop and another job's micro-batch;
+    - rejects into rejected_messages.
+    Any failure fails the batch, which is replayed from its offsets; every write is idempotent."""
 
     def write(batch: DataFrame, batch_id: int) -> None:
         rows = batch.select("kind", "key", "value", *REJECT_COLUMNS).collect()
-        produce(bars_topic, [(r["key"], r["value"]) for r in rows if r["kind"] == BAR])
+        bars = [(r["key"], r["value"]) for r in rows if r["kind"] == BAR]
+        fields = [json.loads(value) for _, value in bars]  # to_json leaves a null vwap out
+        result = apply_bars(spark, [tuple(bar.get(f) for f in BAR_FIELDS) for bar in fields])
+        produce(bars_topic, bars, headers={APPLIED_HEADER: "bars_job"})
         insert_rejects([tuple(r[c] for c in REJECT_COLUMNS) for r in rows if r["kind"] == REJECT])
+        if bars:
+            print(
+                f"[bars] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
+                f"{result.metric_rows} new_anomalies={result.new_anomalies} (bars_1m + metrics "
+                f"{result.seconds:.2f}s on the {result.ran_on})",
+                flush=True,
+            )
 
     return write
 
@@ -188,7 +206,7 @@ def main() -> None:
     )
     query = (
         records.writeStream.queryName("bars")
-        .foreachBatch(publish(args.bars_topic))
+        .foreachBatch(publish(spark, args.bars_topic))
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "bars"))
         .outputMode("append")
         .trigger(**paced_trigger(spark))

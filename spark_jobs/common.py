@@ -32,7 +32,7 @@ def kafka_bootstrap() -> str:
 _producer: Producer | None = None
 
 
-def produce(topic: str, records: list[tuple[str, str]]) -> None:
+def produce(topic: str, records: list[tuple[str, str]], headers: dict[str, str] | None = None) -> None:
     """Sends (key, value) records from the driver and waits until the broker has them all; raises otherwise, so
     the micro-batch fails and is replayed (at-least-once, like Spark's Kafka sink; consumers upsert)."""
     global _producer
@@ -58,7 +58,7 @@ def produce(topic: str, records: list[tuple[str, str]]) -> None:
     for key, value in records:
         while True:
             try:
-                _producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                _producer.produce(topic, key=key, value=value, headers=headers, on_delivery=delivered)
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 _producer.poll(0.1)
@@ -110,6 +110,7 @@ def read_kafka_stream(
     starting_offsets: str = "earliest",
     max_offsets: int | None = None,
     pace_ms: int | None = None,
+    include_headers: bool = False,
 ) -> DataFrame:
     """The topic as a stream. `pace_ms` makes the source, not the trigger, space the micro-batches that read
     new data (see `paced_trigger`): a batch starts once the previous one is `pace_ms` old, or at once when a
@@ -127,6 +128,8 @@ def read_kafka_stream(
     )
     if max_offsets:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))
+    if include_headers:
+        reader = reader.option("includeHeaders", "true")
     if pace_ms:
         reader = reader.option("minOffsetsPerTrigger", str(max_offsets or 100_000)).option(
             "maxTriggerDelay", f"{pace_ms}ms"

@@ -16,6 +16,9 @@ TOPIC_TRADES = "market.trades.v1"
 TOPIC_BARS = "market.bars.1m.v1"
 TOPIC_COMPANIES = "reference.companies.v1"
 TOPIC_DEADLETTER = "market.deadletter.v1"
+# Header of a bars-topic message whose bar its producer (the bars job) has already written to PostgreSQL, with
+# its metrics: the metrics job skips it. Any other producer's bars carry no such header and are applied.
+APPLIED_HEADER = "sparktrends-applied"
 
 # A trade dated further ahead than this would drag the watermark forward and make every real trade "late".
 MAX_FUTURE_MS = 5 * 60 * 1000

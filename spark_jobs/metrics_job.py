@@ -4,16 +4,18 @@ anomalies outbox.
     scripts/submit.sh metrics_job [--trigger "500 ms"] [--warmup-bars 512] [--driver-max-rows 500000]
 
 Each micro-batch: invalid bars go to rejected_messages; the newest message per (symbol, minute) is upserted
-into bars_1m (REST providers and the bars job meet here); then every touched symbol is recomputed from its
-earliest touched bar on (spark_jobs.metrics_store.recompute), so a late bar repairs the metrics after it.
-Kafka offsets are committed to the checkpoint only after the batch's database work, and every write is
-idempotent, so a crash at any point is repaired by replaying the batch.
+into bars_1m; then every touched symbol is recomputed from its earliest touched bar on
+(spark_jobs.metrics_store.apply_bars), so a late bar repairs the metrics after it. Kafka offsets are committed
+to the checkpoint only after the batch's database work, and every write is idempotent, so a crash at any point
+is repaired by replaying the batch.
+
+Bars the bars job has already written to PostgreSQL itself carry the header `contracts.APPLIED_HEADER` and are
+skipped: this job applies everything else on the topic (REST providers, bar replays, other producers).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
 
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -21,11 +23,14 @@ from pyspark.sql import functions as F
 
 from spark_jobs import contracts
 from spark_jobs.common import checkpoint_dir, interval_ms, read_kafka_stream, spark_session, start_progress_reporter
-from spark_jobs.metrics_store import DEFAULT_DRIVER_MAX_ROWS, DEFAULT_WARMUP_BARS, purge_stale_staging, recompute
-from spark_jobs.store import insert_rejects, pg_connect, upsert
-
-BAR_COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "trades", "vwap", "source"]
-BAR_FIELDS = ["symbol", "ts_ms", *BAR_COLUMNS[2:]]  # the same, as the bars topic carries them
+from spark_jobs.metrics_store import (
+    BAR_FIELDS,
+    DEFAULT_DRIVER_MAX_ROWS,
+    DEFAULT_WARMUP_BARS,
+    apply_bars,
+    purge_stale_staging,
+)
+from spark_jobs.store import insert_rejects
 
 
 def parse_bars(raw: DataFrame) -> DataFrame:
@@ -35,7 +40,8 @@ def parse_bars(raw: DataFrame) -> DataFrame:
         "offset",
         F.col("value").cast("string").alias("raw"),
         F.from_json(F.col("value").cast("string"), contracts.BAR_SCHEMA).alias("b"),
-    ).select("topic", "partition", "offset", "raw", "b.*")
+        F.exists(F.coalesce("headers", F.array()), lambda h: h["key"] == contracts.APPLIED_HEADER).alias("applied"),
+    ).select("topic", "partition", "offset", "raw", "applied", "b.*")
     return parsed.withColumn("reject_reason", contracts.bar_reject_reason())
 
 
@@ -62,31 +68,22 @@ class MetricsBatch:
         started = time.monotonic()
         # One Spark action per micro-batch: the batch is small (bounded by maxOffsetsPerTrigger) and every row of
         # it is written from the driver anyway; each extra action or shuffle costs seconds on a 2-core cluster.
-        records = batch.select("topic", "partition", "offset", "raw", "reject_reason", *BAR_FIELDS).collect()
+        records = batch.select("topic", "partition", "offset", "raw", "reject_reason", "applied", *BAR_FIELDS).collect()
         insert_rejects(
             [("metrics_job", r["topic"], r["partition"], r["offset"], r["reject_reason"], r["raw"])
              for r in records if r["reject_reason"] is not None]
         )  # fmt: skip
-        bars = latest_bars([r for r in records if r["reject_reason"] is None])
+        bars = latest_bars([r for r in records if r["reject_reason"] is None and not r["applied"]])
         collected = time.monotonic()
         if not bars:
             return
-        scope: dict[str, dt.datetime] = {}
-        rows = []
-        for symbol, ts_ms, o, h, low, c, v, n, vwap, source in bars:
-            ts = dt.datetime.fromtimestamp(ts_ms / 1000, dt.timezone.utc)
-            scope[symbol] = min(scope.get(symbol, ts), ts)
-            rows.append((symbol, ts, o, h, low, c, v, n, vwap, source))
-        with pg_connect() as conn:
-            upsert(conn, "bars_1m", BAR_COLUMNS, ["symbol", "ts"], rows)
-        upserted = time.monotonic()
-        result = recompute(self.spark, scope, self.warmup_bars, driver_max_rows=self.driver_max_rows)
+        result = apply_bars(self.spark, bars, self.warmup_bars, self.driver_max_rows)
         done = time.monotonic()
         print(
-            f"[metrics] batch={batch_id} bars={len(rows)} symbols={result.symbols} metrics_upserted="
+            f"[metrics] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
             f"{result.metric_rows} new_anomalies={result.new_anomalies} took={done - started:.2f}s "
-            f"(read {collected - started:.2f}s, bars_1m {upserted - collected:.2f}s, metrics {done - upserted:.2f}s "
-            f"on the {result.ran_on}, {result.bars_read} bars with warm-up)",
+            f"(read {collected - started:.2f}s, bars_1m + metrics {done - collected:.2f}s on the {result.ran_on}, "
+            f"{result.bars_read} bars with warm-up)",
             flush=True,
         )
 
@@ -114,11 +111,16 @@ def main() -> None:
 
     spark = spark_session("sparktrends-metrics")
     purge_stale_staging()
-    bars = parse_bars(read_kafka_stream(spark, args.bars_topic, args.starting_offsets, args.max_offsets_per_trigger))
+    bars = parse_bars(
+        read_kafka_stream(
+            spark, args.bars_topic, args.starting_offsets, args.max_offsets_per_trigger, include_headers=True
+        )
+    )
     observed = bars.observe(
         "metrics",
         F.count(F.lit(1)).alias("bars_in"),
         F.count(F.col("reject_reason")).alias("rejects"),
+        F.count(F.when(F.col("applied"), 1)).alias("applied_by_bars_job"),
     )
     query = (
         observed.writeStream.queryName("metrics")

@@ -36,7 +36,7 @@ from pyspark.sql.types import StructType
 
 import sparktrends
 from spark_jobs.common import jdbc_options
-from spark_jobs.store import pg_connect
+from spark_jobs.store import pg_connect, upsert
 
 METRIC_COLUMNS = [
     "ret", "log_ret", "vol_cc", "vol_ewma", "vol_parkinson", "vol_gk", "vol_rs", "vol_yz", "vwap_roll",
@@ -204,6 +204,7 @@ def recompute(
         return RecomputeResult(0, 0, 0, 0.0)
     run_id = uuid.uuid4().hex
     with pg_connect() as conn:
+        lock_symbols(conn, scope)
         bars_read, ran_on = 0, "cluster"
         if driver_max_rows > 0:
             query = bars_with_warmup_sql(scope, warmup_bars, until, epoch_us=True)
@@ -212,7 +213,6 @@ def recompute(
                 ran_on = "driver"
                 _stage(conn, run_id, compute_in_driver(read_bars_arrow(conn, query)))
         if ran_on == "cluster":
-            conn.rollback()  # no transaction stays open while the cluster works
             bars = bars_with_warmup(spark, scope, warmup_bars, until)
             metrics = bars.groupBy("symbol").applyInArrow(compute_symbol, output_schema())
             staged = metrics.select(*STAGED_COLUMNS).withColumn("run_id", F.lit(run_id))
@@ -230,6 +230,47 @@ def recompute(
     return RecomputeResult(
         len(scope), metric_rows, new_anomalies, time.monotonic() - started, bars_read=bars_read, ran_on=ran_on
     )
+
+
+# First key of the two-part advisory locks on a symbol's metrics ('SM'); the alerter's delivery locks use 'ST',
+# so a slow webhook never holds up a recomputation.
+_LOCK_NAMESPACE = 0x534D
+_LOCK_SYMBOL = f"SELECT pg_advisory_xact_lock({_LOCK_NAMESPACE}, hashtext(%s))"
+
+
+def lock_symbols(conn: psycopg.Connection, scope: dict[str, dt.datetime]) -> None:
+    """Holds every scoped symbol until the merge commits. Two recomputations of one symbol (the bars job and
+    the metrics job, or a backfill) then run one after the other, and the later one reads every bar the
+    earlier saw: without it, one that read an older snapshot could commit last and leave stale metrics.
+    Sorted, so two holders of overlapping scopes cannot deadlock."""
+    with conn.cursor() as cur:
+        cur.executemany(_LOCK_SYMBOL, [(symbol,) for symbol in sorted(scope)])
+
+
+BAR_COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "trades", "vwap", "source"]
+BAR_FIELDS = ["symbol", "ts_ms", *BAR_COLUMNS[2:]]  # the same, as the bars topic carries them
+
+
+def apply_bars(
+    spark: SparkSession,
+    bars: list[tuple],
+    warmup_bars: int = DEFAULT_WARMUP_BARS,
+    driver_max_rows: int = DEFAULT_DRIVER_MAX_ROWS,
+) -> RecomputeResult:
+    """Closed bars (tuples of BAR_COLUMNS with ts_ms for ts, one per symbol and minute) into bars_1m, then the
+    metrics of each of their symbols from its earliest bar in the batch on, so a late bar repairs what
+    follows it. Both writes are idempotent: replaying the same bars changes nothing."""
+    if not bars:
+        return RecomputeResult(0, 0, 0, 0.0)
+    scope: dict[str, dt.datetime] = {}
+    rows = []
+    for symbol, ts_ms, *values in bars:
+        ts = dt.datetime.fromtimestamp(ts_ms / 1000, dt.timezone.utc)
+        scope[symbol] = min(scope.get(symbol, ts), ts)
+        rows.append((symbol, ts, *values))
+    with pg_connect() as conn:
+        upsert(conn, "bars_1m", BAR_COLUMNS, ["symbol", "ts"], rows)
+    return recompute(spark, scope, warmup_bars, driver_max_rows=driver_max_rows)
 
 
 def _stage(conn: psycopg.Connection, run_id: str, metrics: pa.Table) -> None:

@@ -77,10 +77,12 @@ class StreamingJob:
                 self.proc.wait(10)
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str, str | bytes]]) -> None:
+def produce(
+    bootstrap: str, topic: str, messages: Iterable[tuple[str, str | bytes]], headers: dict[str, str] | None = None
+) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     for key, value in messages:
-        producer.produce(topic, key=key, value=value)
+        producer.produce(topic, key=key, value=value, headers=headers)
     assert producer.flush(15) == 0
 
 
@@ -104,6 +106,7 @@ def consume_json(bootstrap: str, topic: str, expected: int, timeout: float = 120
                 continue
             record = json.loads(msg.value())
             record["_key"] = msg.key().decode()
+            record["_headers"] = {k: v.decode() for k, v in msg.headers() or []}
             out.append(record)
     finally:
         consumer.close()

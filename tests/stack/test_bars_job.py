@@ -1,6 +1,7 @@
-"""The bars job on the real broker and cluster: bars equal an independent pandas computation from the same raw
-trades, including duplicates and late trades; trades beyond the watermark are counted; malformed and invalid
-trades land in rejected_messages while valid ones keep flowing."""
+"""The bars job on the real broker, cluster and database: bars equal an independent pandas computation from the
+same raw trades, including duplicates and late trades, both on the bars topic and in bars_1m (with a metrics row
+each); trades beyond the watermark are counted; malformed and invalid trades land in rejected_messages while
+valid ones keep flowing."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import pandas as pd
 import pytest
 
+from spark_jobs.contracts import APPLIED_HEADER
 from tests.stack.streaming import StreamingJob, consume_json, produce
 
 MINUTE = 60_000
@@ -119,6 +121,8 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
 
     assert len(got) == len(expected), f"{len(got)} bars, expected {len(expected)}"
     assert all(b["_key"] == b["symbol"] for b in got)
+    # Marked as already in PostgreSQL, so the metrics job skips them.
+    assert all(b["_headers"] == {APPLIED_HEADER: "bars_job"} for b in got)
     actual = pd.DataFrame(got).sort_values(["symbol", "ts_ms"]).reset_index(drop=True)
     expected = expected.sort_values(["symbol", "ts_ms"]).reset_index(drop=True)
     assert actual["ts_ms"].tolist() == expected["ts_ms"].tolist()
@@ -126,6 +130,22 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
     for col in ["open", "high", "low", "close", "volume", "vwap"]:
         pd.testing.assert_series_equal(actual[col], expected[col], check_names=False, rtol=1e-12)
     assert actual["trades"].tolist() == expected["trades"].tolist()
+
+    # The same bars are in bars_1m, each with its metrics row, written by the bars job itself.
+    stored = pd.DataFrame(
+        pg.execute(
+            "SELECT b.symbol, (extract(epoch FROM b.ts) * 1000)::bigint AS ts_ms, b.open, b.high, b.low, b.close, "
+            "b.volume, b.trades, b.vwap, m.ts IS NOT NULL AS has_metrics FROM bars_1m b "
+            "LEFT JOIN metrics_1m m USING (symbol, ts) WHERE b.symbol = ANY(%s) AND b.ts >= to_timestamp(%s / 1000.0) "
+            "ORDER BY b.symbol, b.ts",
+            (symbols, t0),
+        ).fetchall(),
+        columns=["symbol", "ts_ms", "open", "high", "low", "close", "volume", "trades", "vwap", "has_metrics"],
+    )
+    assert stored[["symbol", "ts_ms"]].values.tolist() == expected[["symbol", "ts_ms"]].values.tolist()
+    for col in ["open", "high", "low", "close", "volume", "vwap", "trades"]:
+        pd.testing.assert_series_equal(stored[col], expected[col], check_names=False, check_dtype=False, rtol=1e-12)
+    assert stored["has_metrics"].all()
 
     rejects = pg.execute(
         'SELECT reason, raw, topic, "offset" FROM rejected_messages WHERE topic = %s ORDER BY "offset"',

@@ -7,7 +7,8 @@ bar arrive after the bars that follow them, and invalid bars are mixed in. Then:
   * metrics_1m equals the Rust kernels run on each symbol's final bars (late bars repaired what followed);
   * batch/stream parity: the batch recompute job, from an empty metrics_1m, writes the same numbers and the
     same anomalies;
-  * invalid bars are in rejected_messages with their reasons.
+  * invalid bars are in rejected_messages with their reasons;
+  * a bar the bars job has already applied (its header says so) is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pytest
 
 import sparktrends
+from spark_jobs.contracts import APPLIED_HEADER
 from tests.stack.streaming import StreamingJob, produce
 
 MINUTE_MS = 60_000
@@ -143,7 +145,9 @@ def test_kill_restart_late_bars_and_batch_parity(stack_settings, stack_env, kafk
         topic,
         [*messages(second_half + late), (corrected["symbol"], json.dumps(corrected))],
     )
-    total = len(all_bars) + 1 + len(invalid)
+    applied_elsewhere = make_bars(f"T{tag}D", start_ms, 100, random.Random(0))[:1]
+    produce(stack_settings.kafka_bootstrap, topic, messages(applied_elsewhere), headers={APPLIED_HEADER: "bars_job"})
+    total = len(all_bars) + 1 + len(invalid) + len(applied_elsewhere)
     job = StreamingJob("metrics_job", args, stack_env)
     try:
         deadline = time.monotonic() + 300
@@ -169,6 +173,8 @@ def test_kill_restart_late_bars_and_batch_parity(stack_settings, stack_env, kafk
     bars_count = pg.execute("SELECT count(*), count(DISTINCT (symbol, ts)) FROM bars_1m WHERE symbol = ANY(%s)",
                             (symbols,)).fetchone()  # fmt: skip
     assert bars_count == (len(all_bars), len(all_bars))
+    assert "applied_by_bars_job=1" in job.log_tail(400), job.log_tail()  # read, counted ...
+    assert pg.execute("SELECT count(*) FROM bars_1m WHERE symbol = %s", (f"T{tag}D",)).fetchone() == (0,)  # skipped
 
     streamed = stored_metrics(pg, symbols)
     assert_same_metrics(streamed, expected_metrics(final_bars))
