@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import time
+import uuid
 
 import pandas as pd
 import pytest
 
 from spark_jobs.contracts import APPLIED_HEADER
+from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
 from tests.stack.streaming import StreamingJob, consume_json, produce
 
 MINUTE = 60_000
@@ -159,3 +162,64 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
         "ts_ms is in the future",
     ]
     assert rejects[0][1] == "{not json"
+
+
+@pytest.mark.timeout(600)
+def test_bars_and_metrics_exactly_once_when_the_driver_is_killed(stack_settings, stack_env, kafka_topic, pg, tmp_path):
+    """The bars job writes bars_1m and metrics_1m itself: SIGKILL its driver mid-stream, restart it from the
+    checkpoint, and every bar and metrics row is there once, with the values of an uninterrupted run."""
+    rng = random.Random(3)
+    trades_topic, bars_topic = kafka_topic("trades", partitions=3), kafka_topic("bars")
+    tag = uuid.uuid4().hex[:6].upper()
+    symbols = [f"K{tag}{i}" for i in range(3)]
+    t0 = (int(time.time() * 1000) // MINUTE - 60) * MINUTE
+    trades = []
+    for symbol in symbols:
+        price = 100.0
+        for i in range(12 * 30):  # 12 minutes, a trade every 2 s
+            price *= 1 + rng.gauss(0, 0.001)
+            trades.append(trade(symbol, t0 + i * 2_000, round(price, 4), round(rng.uniform(0.1, 3.0), 6), f"{i}"))
+    trades.sort(key=lambda t: t["ts_ms"])
+    closer = trade(symbols[0], t0 + 20 * MINUTE, 100.0, 1.0, "closer")  # moves the watermark past minute 11
+    expected = reference_bars(trades).sort_values(["symbol", "ts_ms"]).reset_index(drop=True)
+
+    args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--trigger", "1 second",
+            "--max-offsets-per-trigger", "120", "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
+    produce(stack_settings.kafka_bootstrap, trades_topic, [(t["symbol"], json.dumps(t)) for t in [*trades, closer]])
+    job = StreamingJob("bars_job", args, stack_env)
+    try:
+        job.wait_for("two batches of bars applied", lambda: sum("[bars] batch=" in line for line in job.lines) >= 2)
+        job.stop(signal.SIGKILL)
+    finally:
+        job.stop()
+    applied_before = pg.execute("SELECT count(*) FROM bars_1m WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
+    assert 0 < applied_before < len(expected), "the kill must land mid-stream"
+
+    job = StreamingJob("bars_job", args, stack_env)
+    try:
+        job.wait_for(
+            "every bar and its metrics",
+            lambda: (
+                pg.execute(
+                    "SELECT count(*) FROM bars_1m b JOIN metrics_1m m USING (symbol, ts) WHERE symbol = ANY(%s)",
+                    (symbols,),
+                ).fetchone()[0]
+                >= len(expected)
+            ),
+            timeout=300,
+        )
+    finally:
+        job.stop()
+
+    stored = pd.DataFrame(
+        pg.execute(
+            "SELECT symbol, (extract(epoch FROM ts) * 1000)::bigint, open, high, low, close, volume, trades, vwap "
+            "FROM bars_1m WHERE symbol = ANY(%s) ORDER BY symbol, ts",
+            (symbols,),
+        ).fetchall(),
+        columns=["symbol", "ts_ms", "open", "high", "low", "close", "volume", "trades", "vwap"],
+    )
+    assert stored[["symbol", "ts_ms"]].values.tolist() == expected[["symbol", "ts_ms"]].values.tolist()
+    for col in ["open", "high", "low", "close", "volume", "vwap", "trades"]:
+        pd.testing.assert_series_equal(stored[col], expected[col], check_names=False, check_dtype=False, rtol=1e-12)
+    assert_same_metrics(stored_metrics(pg, symbols), expected_metrics(stored.to_dict("records")))
