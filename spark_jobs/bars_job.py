@@ -1,4 +1,5 @@
-"""Bars job: market.trades.v1 -> 1-minute OHLCV bars in event time -> market.bars.1m.v1.
+"""Bars job: market.trades.v1 -> 1-minute OHLCV bars in event time -> bars_1m and their metrics in PostgreSQL,
+and market.bars.1m.v1.
 
     scripts/submit.sh bars_job [--watermark "2 minutes"] [--trigger "5 seconds"]
 
@@ -11,11 +12,13 @@ One streaming query, `bars`, reads the trades topic once per micro-batch and has
     1-minute event-time windows; a bar is emitted once the watermark passes its end (append mode), so late
     trades inside the watermark still land in their bar. Open/close are chosen deterministically by
     (event time, Kafka offset): one symbol lives in one partition, so the offset orders same-millisecond trades.
-    Bars go to the bars topic.
+    Closed bars go to bars_1m with their metrics (the metrics job's code, metrics_store.apply_bars), then to
+    the bars topic marked as applied, so the metrics job skips them (docs/decisions.md: it saves a closed bar
+    a Kafka hop and another application's micro-batch).
   * rejects: trades that fail the contract go to PostgreSQL `rejected_messages` with their reason and Kafka
     coordinates (idempotent on the coordinates), while valid ones keep flowing.
-Both leave through one foreachBatch sink. The Kafka write is at-least-once; downstream every write is an
-upsert on (symbol, ts), so a replayed micro-batch is harmless.
+Both leave through one foreachBatch sink. Every database write is an upsert or insert-if-absent on a natural key
+and the Kafka write is at-least-once (consumers upsert), so a replayed micro-batch is harmless.
 
 Why one query: a second query for the rejects read and parsed every trade a second time and paid its own
 per-batch cost on the same 2 cores (docs/benchmarks.md has the measurements).

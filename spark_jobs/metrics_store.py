@@ -1,4 +1,4 @@
-"""Metrics from bars_1m, the one code path of the streaming metrics job and the batch recompute job.
+"""Metrics from bars_1m, the one code path of the bars job, the streaming metrics job and the batch recompute job.
 
 For each symbol in scope, `recompute` loads the last `warmup_bars` bars before the symbol's earliest changed
 bar plus everything after it, runs the Rust kernels per symbol, keeps the rows from the earliest changed bar
