@@ -234,17 +234,17 @@ def recompute(
 
 # First key of the two-part advisory locks on a symbol's metrics ('SM'); the alerter's delivery locks use 'ST',
 # so a slow webhook never holds up a recomputation.
-_LOCK_NAMESPACE = 0x534D
-_LOCK_SYMBOL = f"SELECT pg_advisory_xact_lock({_LOCK_NAMESPACE}, hashtext(%s))"
+SYMBOL_LOCK_NAMESPACE = 0x534D
 
 
 def lock_symbols(conn: psycopg.Connection, scope: dict[str, dt.datetime]) -> None:
     """Holds every scoped symbol until the merge commits. Two recomputations of one symbol (the bars job and
     the metrics job, or a backfill) then run one after the other, and the later one reads every bar the
     earlier saw: without it, one that read an older snapshot could commit last and leave stale metrics.
-    Sorted, so two holders of overlapping scopes cannot deadlock."""
+    Taken in the order of the lock keys (two symbols may share one), so overlapping holders cannot deadlock."""
+    keys = conn.execute("SELECT DISTINCT hashtext(s) FROM unnest(%s::text[]) AS s ORDER BY 1", (list(scope),))
     with conn.cursor() as cur:
-        cur.executemany(_LOCK_SYMBOL, [(symbol,) for symbol in sorted(scope)])
+        cur.executemany(f"SELECT pg_advisory_xact_lock({SYMBOL_LOCK_NAMESPACE}, %s)", keys.fetchall())
 
 
 BAR_COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "trades", "vwap", "source"]

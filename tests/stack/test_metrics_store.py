@@ -1,11 +1,15 @@
-"""The driver path of spark_jobs.metrics_store computes what the cluster path computes, bit for bit."""
+"""spark_jobs.metrics_store: the driver path computes what the cluster path computes, bit for bit, and two
+recomputations of one symbol never overlap."""
 
 from __future__ import annotations
+
+import threading
+import uuid
 
 import numpy as np
 import pyarrow as pa
 
-from spark_jobs.metrics_store import compute_in_driver, compute_symbol
+from spark_jobs.metrics_store import SYMBOL_LOCK_NAMESPACE, apply_bars, compute_in_driver, compute_symbol
 
 MINUTE_US = 60_000_000
 
@@ -49,3 +53,43 @@ def test_driver_path_equals_per_symbol_groups() -> None:
 def test_driver_path_of_nothing_is_empty() -> None:
     empty = bars("X", 1, 0, np.random.default_rng(1)).slice(0, 0)
     assert compute_in_driver(empty).num_rows == 0
+
+
+def test_recomputations_of_one_symbol_wait_for_each_other(stack_env, pg, monkeypatch) -> None:
+    """While another recomputation holds a symbol, apply_bars of that symbol waits and writes nothing; it
+    finishes once the holder commits."""
+    import psycopg
+
+    for name in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        monkeypatch.setenv(name, stack_env[name])
+    symbol = f"LOCK{uuid.uuid4().hex[:6].upper()}"
+    table = bars(symbol, 40, 0, np.random.default_rng(2))
+    rows = [
+        (symbol, ts.value // 1_000_000, o, h, low, c, v, 1, vwap, "test")  # ns -> ms
+        for ts, o, h, low, c, v, vwap in zip(
+            *(table.column(name).to_pandas() for name in ("ts", "open", "high", "low", "close", "volume", "vwap")),
+            strict=True,
+        )
+    ]
+    finished = threading.Event()
+
+    def apply_in_driver() -> None:
+        apply_bars(None, rows)  # type: ignore[arg-type] # in the driver: no Spark session needed
+        finished.set()
+
+    def metrics_rows() -> int:
+        return pg.execute("SELECT count(*) FROM metrics_1m WHERE symbol = %s", (symbol,)).fetchone()[0]
+
+    with psycopg.connect(
+        host=stack_env["POSTGRES_HOST"], port=stack_env["POSTGRES_PORT"], user=stack_env["POSTGRES_USER"],
+        password=stack_env["POSTGRES_PASSWORD"], dbname=stack_env["POSTGRES_DB"],
+    ) as holder:  # fmt: skip
+        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SYMBOL_LOCK_NAMESPACE, symbol))
+        worker = threading.Thread(target=apply_in_driver, daemon=True)
+        worker.start()
+        assert not finished.wait(3), "the recomputation must wait for the symbol's holder"
+        assert metrics_rows() == 0
+        holder.commit()
+    assert finished.wait(60)
+    worker.join()
+    assert metrics_rows() == 40
