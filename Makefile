@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 STACK := $(PY) scripts/stack.py
 
-.PHONY: setup wheel up down status logs run bench test lint fmt clean
+.PHONY: setup wheel up down status logs run bench test unit lint fmt clean
 
 setup:            ## system packages, .venv, Kafka broker classpath, Spark connector jars
 	@bash scripts/bootstrap.sh
@@ -32,6 +32,9 @@ bench: wheel      ## every benchmark section side by side; JSON + markdown in .b
 
 test:             ## install, build, lint, start the stack, run Rust tests and pytest, stop the stack
 	@bash scripts/test.sh
+
+unit: wheel       ## the tests that need no stack (contract parity, job logic on a local SparkSession, kernels), ~1 min
+	@PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -m "not stack"
 
 lint: setup       ## cargo fmt --check, clippy -D warnings, ruff
 	@bash scripts/lint.sh

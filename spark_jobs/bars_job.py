@@ -43,66 +43,92 @@ from spark_jobs.common import (
     spark_session,
     start_progress_reporter,
 )
-from spark_jobs.contracts import APPLIED_HEADER
+from spark_jobs.contracts import APPLIED_HEADER, REJECT_FIELDS
 from spark_jobs.metrics_store import BAR_FIELDS, apply_bars
-from spark_jobs.store import REJECT_COLUMNS, insert_rejects
+from spark_jobs.store import insert_rejects
+from sparktrends import contract
+
+TRADE_KIND = "trade"  # contract trade_kinds: executions count in a bar's `trades`; ticks do not
+BUY = "buy"  # contract sides: the taker bought
+ORIGIN = "trades"  # contract bar_origins: this job's bars are built from trades
+assert TRADE_KIND in contract.names("trade_kinds") and BUY in contract.names("sides")
+assert ORIGIN in contract.names("bar_origins")
 
 
 def parse_trades(raw: DataFrame) -> DataFrame:
-    """Kafka rows -> trade columns plus `reject_reason` (null when the trade is valid)."""
-    parsed = raw.select(
-        F.col("topic"),
-        F.col("partition"),
-        F.col("offset"),
-        F.col("value").cast("string").alias("raw"),
-        F.from_json(F.col("value").cast("string"), contracts.TRADE_SCHEMA, {"mode": "PERMISSIVE"}).alias("t"),
-    ).select("topic", "partition", "offset", "raw", "t.*")
-    return parsed.withColumn("reject_reason", contracts.trade_reject_reason())
+    """Kafka rows -> admitted trade columns (contract: trade message, plus updates_price/updates_volume) and
+    `reject_code` (null when the trade is valid), by the contract crate's rules."""
+    return contracts.admit(raw, "trade")
 
 
-# A trade is a duplicate of an earlier one with the same key within the watermark.
-DEDUP_KEY = ["source", "symbol", "trade_id"]
+# A trade is a duplicate of an earlier one with the same key within the watermark. A trade without an id (a
+# producer other than ingest, which derives one) has no identity: its Kafka coordinates stand in, so it is
+# never taken for a duplicate (docs/decisions.md, deduplication).
+DEDUP_KEY = ["source", "symbol", "dedup_id"]
 
 
 def with_event_time(trades: DataFrame, watermark: str) -> DataFrame:
-    """Adds the watermarked `event_time`, null on rejected trades: a reject's timestamp (one far in the future,
-    say) must not move the watermark and make every later trade late."""
-    valid = F.col("reject_reason").isNull()
-    return trades.withColumn("event_time", F.when(valid, F.timestamp_millis("ts_ms"))).withWatermark(
-        "event_time", watermark
+    """Adds the watermarked `event_time`, null on rejected trades (a reject's timestamp, one far in the future,
+    say, must not move the watermark and make every later trade late), and the deduplication id."""
+    valid = F.col("reject_code").isNull()
+    coordinates = F.concat(F.lit("@"), F.col("partition").cast("string"), F.lit(":"), F.col("offset").cast("string"))
+    return (
+        trades.withColumn("event_time", F.when(valid, F.timestamp_millis("ts_ms")))
+        .withColumn("dedup_id", F.coalesce(F.col("trade_id"), coordinates))
+        .withWatermark("event_time", watermark)
     )
 
 
 def build_bars(trades: DataFrame) -> DataFrame:
-    """Valid trades with a watermarked `event_time` -> closed 1-minute bars."""
-    order_key: Column = F.struct("ts_ms", "partition", "offset")
+    """Valid trades with a watermarked `event_time` -> closed 1-minute bars, by the print rules of
+    contracts/trade_conditions.json: a print that may set the price (`updates_price`) sets open, high, low and
+    close; one that only counts in volume sets them only in a minute without any price-setting print (a minute
+    of odd lots still gets a bar); volume, VWAP and the taker-buy volume sum the prints that count in volume.
+    Open and close are chosen deterministically by (event time, Kafka offset): one symbol lives in one
+    partition, so the offset orders same-millisecond trades."""
+    # 0: may set the price; 1: only counts in volume; null: sets nothing (an official open or close print).
+    rank = F.when(F.col("updates_price"), 0).when(F.col("updates_volume"), 1)
+    eligible = rank.isNotNull()
+    order = F.struct(rank.alias("rank"), "ts_ms", "partition", "offset")
+    last_order = F.struct((-rank).alias("rank"), "ts_ms", "partition", "offset")
+    counted = F.col("updates_volume")
+    size = F.when(counted, F.col("size"))
+    # A static DataFrame (a unit test, a backfill) has no watermark to bound the deduplication state.
+    unique = trades.dropDuplicatesWithinWatermark(DEDUP_KEY) if trades.isStreaming else trades.dropDuplicates(DEDUP_KEY)
     bars = (
-        trades.dropDuplicatesWithinWatermark(DEDUP_KEY)
-        .groupBy(F.window("event_time", "1 minute").alias("w"), "symbol")
+        unique.groupBy(F.window("event_time", "1 minute").alias("w"), "symbol")
         .agg(
-            F.min_by("price", order_key).alias("open"),
-            F.max("price").alias("high"),
-            F.min("price").alias("low"),
-            F.max_by("price", order_key).alias("close"),
-            F.sum("size").alias("volume"),
-            F.count("*").alias("trades"),
-            F.sum(F.col("price") * F.col("size")).alias("notional"),
+            F.min_by("price", F.when(eligible, order)).alias("open"),
+            F.max(F.when(eligible, F.struct((-rank).alias("rank"), F.col("price").alias("price"))))
+            .getField("price")
+            .alias("high"),
+            F.min(F.when(eligible, F.struct(rank.alias("rank"), F.col("price").alias("price"))))
+            .getField("price")
+            .alias("low"),
+            F.max_by("price", F.when(eligible, last_order)).alias("close"),
+            F.coalesce(F.sum(size), F.lit(0.0)).alias("volume"),
+            F.count(F.when(counted & (F.col("kind") == TRADE_KIND), 1)).alias("executions"),
+            F.sum(F.col("price") * size).alias("notional"),
+            F.when(
+                F.count(F.when(counted & F.col("side").isNotNull(), 1)) > 0,
+                F.coalesce(F.sum(F.when(F.col("side") == BUY, size)), F.lit(0.0)),
+            ).alias("taker_buy_volume"),
+            F.min(F.expr("try_cast(trade_id AS BIGINT)")).alias("first_trade_id"),
+            F.max(F.expr("try_cast(trade_id AS BIGINT)")).alias("last_trade_id"),
             F.first("source").alias("source"),
         )
+        # A minute of prints that set nothing has no price: no bar.
+        .filter(F.col("open").isNotNull())
     )
-    return bars.select(
-        F.col("source"),
-        F.col("symbol"),
-        F.unix_millis(F.col("w.start")).alias("ts_ms"),
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "trades",
-        # A bar of zero-size trades (quotes) has no volume-weighted price: null, never a division by zero.
-        F.when(F.col("volume") > 0, F.col("notional") / F.col("volume")).alias("vwap"),
-    )
+    columns = {
+        "ts_ms": F.unix_millis(F.col("w.start")),
+        # A bar of zero-size ticks has no volume-weighted price: null, never a division by zero.
+        "vwap": F.when(F.col("volume") > 0, F.col("notional") / F.col("volume")),
+        "origin": F.lit(ORIGIN),
+        # A bar of ticks only has no known number of executions: null, not 0 (0 trades with volume is a lie).
+        "trades": F.when(F.col("executions") > 0, F.col("executions")),
+    }
+    return bars.select(*[columns.get(f, F.col(f)).alias(f) for f in BAR_FIELDS])
 
 
 BAR, REJECT = "bar", "reject"
@@ -121,15 +147,13 @@ def bar_and_reject_records(trades: DataFrame, watermark: str, partitions: int) -
     - each branch's filter stays above the shuffle (`_above_shuffle`);
     - the watermark is set before the shuffle, so the deduplication needs no shuffle of its own.
     Valid trades drop their raw text before the shuffle: only rejects need it."""
-    timed = with_event_time(trades, watermark).withColumn(
-        "raw", F.when(F.col("reject_reason").isNotNull(), F.col("raw"))
-    )
+    timed = with_event_time(trades, watermark).drop("timestamp", "conditions")
     carried = [c for c in timed.columns if c not in [*DEDUP_KEY, "event_time"]]
     shuffled = timed.select(*DEDUP_KEY, "event_time", F.struct(*carried).alias("trade")).repartition(
         partitions, *DEDUP_KEY
     )
 
-    valid = shuffled.filter(_above_shuffle(F.col("trade.reject_reason").isNull()))
+    valid = shuffled.filter(_above_shuffle(F.col("trade.reject_code").isNull()))
     bars = build_bars(valid.select(*DEDUP_KEY, "event_time", "trade.*")).observe(
         "bars", F.count(F.lit(1)).alias("bars_out"), F.sum("trades").alias("trades_in_bars")
     )
@@ -138,12 +162,11 @@ def bar_and_reject_records(trades: DataFrame, watermark: str, partitions: int) -
     )
 
     rejects = (
-        shuffled.filter(_above_shuffle(F.col("trade.reject_reason").isNotNull()))
+        shuffled.filter(_above_shuffle(F.col("trade.reject_code").isNotNull()))
         .select("event_time", "trade.*")
-        .withColumn("source", F.lit("bars_job"))
         .observe("rejects", F.count(F.lit(1)).alias("rejected"))
     )
-    reject_records = rejects.select(F.lit(REJECT).alias("kind"), "event_time", *REJECT_COLUMNS)
+    reject_records = rejects.select(F.lit(REJECT).alias("kind"), "event_time", *REJECT_FIELDS)
     return bar_records.unionByName(reject_records, allowMissingColumns=True)
 
 
@@ -164,12 +187,11 @@ def publish(spark: SparkSession, bars_topic: str) -> Callable[[DataFrame, int], 
     Any failure fails the batch, which is replayed from its offsets; every write is idempotent."""
 
     def write(batch: DataFrame, batch_id: int) -> None:
-        rows = batch.select("kind", "key", "value", *REJECT_COLUMNS).collect()
+        rows = batch.select("kind", "key", "value", *REJECT_FIELDS).collect()
         bars = [(r["key"], r["value"]) for r in rows if r["kind"] == BAR]
-        fields = [json.loads(value) for _, value in bars]  # to_json leaves a null vwap out
-        result = apply_bars(spark, [tuple(bar.get(f) for f in BAR_FIELDS) for bar in fields])
+        result = apply_bars(spark, [json.loads(value) for _, value in bars])  # to_json leaves nulls out
         produce(bars_topic, bars, headers={APPLIED_HEADER: "bars_job"})
-        insert_rejects([tuple(r[c] for c in REJECT_COLUMNS) for r in rows if r["kind"] == REJECT])
+        insert_rejects("bars_job", [r for r in rows if r["kind"] == REJECT])
         if bars:
             print(
                 f"[bars] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="

@@ -9,43 +9,41 @@ so a replayed batch leaves the table as it was.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_jobs import contracts
 from spark_jobs.common import checkpoint_dir, read_kafka_stream, spark_session, start_progress_reporter
-from spark_jobs.store import pg_connect, upsert, write_rejects
+from spark_jobs.contracts import REJECT_FIELDS
+from spark_jobs.store import insert_rejects, pg_connect, upsert
+from sparktrends import contract
 
-COMPANY_COLUMNS = ["symbol", "name", "exchange", "currency", "sector", "industry", "source"]
+COMPANY_COLUMNS = contract.messages()["company"].field_names
 
 
 def parse_companies(raw: DataFrame) -> DataFrame:
-    parsed = raw.select(
-        "topic",
-        "partition",
-        "offset",
-        F.col("value").cast("string").alias("raw"),
-        F.from_json(F.col("value").cast("string"), contracts.COMPANY_SCHEMA).alias("c"),
-    ).select("topic", "partition", "offset", "raw", "c.*")
-    return parsed.withColumn("reject_reason", contracts.company_reject_reason())
+    """Kafka rows -> admitted company columns, `reject_code` null when the profile is valid."""
+    return contracts.admit(raw, "company")
 
 
 def store_companies(batch: DataFrame, batch_id: int) -> None:
-    batch = batch.persist()  # read once from Kafka, used twice below
-    write_rejects(batch.filter(F.col("reject_reason").isNotNull()).withColumn("source", F.lit("companies_job")), 0)
-    newest_first = Window.partitionBy("symbol").orderBy(F.col("partition").desc(), F.col("offset").desc())
-    latest = (
-        batch.filter(F.col("reject_reason").isNull())
-        .withColumn("rank", F.row_number().over(newest_first))
-        .filter("rank = 1")
-        .select(*COMPANY_COLUMNS)
-    )
-    rows = [tuple(r) for r in latest.collect()]
-    if rows:
+    """Within a micro-batch the newest message of a symbol (highest offset) wins; one collect per batch."""
+    rows = batch.select(*REJECT_FIELDS, *[c for c in COMPANY_COLUMNS if c not in REJECT_FIELDS]).collect()
+    insert_rejects("companies_job", [r for r in rows if r["reject_code"] is not None])
+    newest: dict[str, Any] = {}
+    for r in rows:
+        if r["reject_code"] is None:
+            kept = newest.get(r["symbol"])
+            if kept is None or (r["partition"], r["offset"]) > (kept["partition"], kept["offset"]):
+                newest[r["symbol"]] = r
+    if newest:
         with pg_connect() as conn:
-            upsert(conn, "companies", COMPANY_COLUMNS, ["symbol"], rows, touch="updated_at")
-    batch.unpersist()
+            upsert(
+                conn, "companies", COMPANY_COLUMNS, ["symbol"],
+                [tuple(r[c] for c in COMPANY_COLUMNS) for r in newest.values()], touch="updated_at",
+            )  # fmt: skip
 
 
 def main() -> None:
@@ -61,7 +59,7 @@ def main() -> None:
     observed = companies.observe(
         "companies",
         F.count(F.lit(1)).alias("messages_in"),
-        F.count(F.col("reject_reason")).alias("rejects"),
+        F.count(F.col("reject_code")).alias("rejects"),
     )
     query = (
         observed.writeStream.queryName("companies")

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs import contracts
 from spark_jobs.common import checkpoint_dir, interval_ms, read_kafka_stream, spark_session, start_progress_reporter
+from spark_jobs.contracts import REJECT_FIELDS
 from spark_jobs.metrics_store import (
     BAR_FIELDS,
     DEFAULT_DRIVER_MAX_ROWS,
@@ -34,26 +35,24 @@ from spark_jobs.store import insert_rejects
 
 
 def parse_bars(raw: DataFrame) -> DataFrame:
-    parsed = raw.select(
-        "topic",
-        "partition",
-        "offset",
-        F.col("value").cast("string").alias("raw"),
-        F.from_json(F.col("value").cast("string"), contracts.BAR_SCHEMA).alias("b"),
-        F.exists(F.coalesce("headers", F.array()), lambda h: h["key"] == contracts.APPLIED_HEADER).alias("applied"),
-    ).select("topic", "partition", "offset", "raw", "applied", "b.*")
-    return parsed.withColumn("reject_reason", contracts.bar_reject_reason())
+    """Kafka rows -> `applied` (the bars job's header) and the admitted bar columns, `reject_code` null when
+    the bar is valid (the contract crate's rules)."""
+    marked = raw.withColumn(
+        "applied", F.exists(F.coalesce("headers", F.array()), lambda h: h["key"] == contracts.APPLIED_HEADER)
+    )
+    return contracts.admit(marked, "bar", "applied")
 
 
-def latest_bars(records: list[Row]) -> list[tuple]:
-    """One bar per (symbol, minute): the newest message wins (a provider's correction replaces its bar)."""
-    newest: dict[tuple[str, int], Row] = {}
+def latest_bars(records: list[Row]) -> list[dict]:
+    """One bar per (symbol, minute, origin): the newest message wins (a provider's correction replaces its
+    bar). Kafka keeps a symbol in one partition, so its offsets order its messages."""
+    newest: dict[tuple[str, int, str], Row] = {}
     for r in records:
-        key = (r["symbol"], r["ts_ms"])
+        key = (r["symbol"], r["ts_ms"], r["origin"])
         kept = newest.get(key)
         if kept is None or (r["partition"], r["offset"]) > (kept["partition"], kept["offset"]):
             newest[key] = r
-    return [tuple(r[c] for c in BAR_FIELDS) for _, r in sorted(newest.items())]
+    return [{f: r[f] for f in BAR_FIELDS} for _, r in sorted(newest.items())]
 
 
 class MetricsBatch:
@@ -68,12 +67,9 @@ class MetricsBatch:
         started = time.monotonic()
         # One Spark action per micro-batch: the batch is small (bounded by maxOffsetsPerTrigger) and every row of
         # it is written from the driver anyway; each extra action or shuffle costs seconds on a 2-core cluster.
-        records = batch.select("topic", "partition", "offset", "raw", "reject_reason", "applied", *BAR_FIELDS).collect()
-        insert_rejects(
-            [("metrics_job", r["topic"], r["partition"], r["offset"], r["reject_reason"], r["raw"])
-             for r in records if r["reject_reason"] is not None]
-        )  # fmt: skip
-        bars = latest_bars([r for r in records if r["reject_reason"] is None and not r["applied"]])
+        records = batch.select(*REJECT_FIELDS, "applied", *BAR_FIELDS).collect()
+        insert_rejects("metrics_job", [r for r in records if r["reject_code"] is not None])
+        bars = latest_bars([r for r in records if r["reject_code"] is None and not r["applied"]])
         collected = time.monotonic()
         if not bars:
             return
@@ -119,7 +115,7 @@ def main() -> None:
     observed = bars.observe(
         "metrics",
         F.count(F.lit(1)).alias("bars_in"),
-        F.count(F.col("reject_reason")).alias("rejects"),
+        F.count(F.col("reject_code")).alias("rejects"),
         F.count(F.when(F.col("applied"), 1)).alias("applied_by_bars_job"),
     )
     query = (

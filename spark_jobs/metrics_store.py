@@ -36,12 +36,10 @@ from pyspark.sql.types import StructType
 
 import sparktrends
 from spark_jobs.common import jdbc_options
-from spark_jobs.store import pg_connect, upsert
+from spark_jobs.store import pg_connect
+from sparktrends import contract
 
-METRIC_COLUMNS = [
-    "ret", "log_ret", "vol_cc", "vol_ewma", "vol_parkinson", "vol_gk", "vol_rs", "vol_yz", "vwap_roll",
-    "vwap_dev", "volume_z", "return_z", "robust_z", "anomaly_score", "is_anomaly",
-]  # fmt: skip
+METRIC_COLUMNS = contract.metric_columns()
 ANOMALY_COLUMNS = ["anomaly_kinds", "severity"]
 # Enough history that the EWMA (λ = 0.94) has forgotten where the warm-up started: 0.94**512 ≈ 2e-14.
 DEFAULT_WARMUP_BARS = 512
@@ -157,9 +155,9 @@ MERGE_METRICS = f"""
 
 # One outbox row per (symbol, bar, kind). A recomputation (replay, late or corrected bar) refreshes a row that
 # has not been sent yet, and revives one it had withdrawn; a row already delivered or failed keeps its state.
-INSERT_ANOMALIES = """
+INSERT_ANOMALIES = f"""
     INSERT INTO anomalies (symbol, ts, kind, score, severity, details)
-    SELECT s.symbol, s.ts, k.kind, s.anomaly_score, coalesce(s.severity, 'warning'),
+    SELECT s.symbol, s.ts, k.kind, s.anomaly_score, coalesce(s.severity, '{contract.severities()[0]}'),
            jsonb_strip_nulls(jsonb_build_object(
                'close', b.close, 'volume', b.volume, 'ret', s.ret, 'log_ret', s.log_ret,
                'return_z', s.return_z, 'robust_z', s.robust_z, 'volume_z', s.volume_z,
@@ -247,29 +245,60 @@ def lock_symbols(conn: psycopg.Connection, scope: dict[str, dt.datetime]) -> Non
         cur.executemany(f"SELECT pg_advisory_xact_lock({SYMBOL_LOCK_NAMESPACE}, %s)", keys.fetchall())
 
 
-BAR_COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "trades", "vwap", "source"]
-BAR_FIELDS = ["symbol", "ts_ms", *BAR_COLUMNS[2:]]  # the same, as the bars topic carries them
+BAR_FIELDS = contract.messages()["bar"].field_names  # as the bars topic carries them (ts_ms: epoch ms)
+BAR_COLUMNS = ["ts" if f == "ts_ms" else f for f in BAR_FIELDS]  # bars_1m and bar_versions
+# The bar origins, weakest claim to be the bar of record first (contracts/messages.json bar_origins): a
+# provider's own bar replaces one built from trades, never the other way round.
+ORIGINS = contract.names("bar_origins")
+_PG_TYPES = {"text": "text", "symbol": "text", "int64": "bigint", "float64": "double precision"}
+_BAR_TYPES = [_PG_TYPES[f.type] for f in contract.messages()["bar"].fields]
+
+
+def _bar_sql() -> str:
+    """Bars (one array parameter per contract field, then ORIGINS three times) into bar_versions, every version
+    kept, and into bars_1m by the origin rule; returns the (symbol, ts) of every bars_1m row that changed."""
+    columns = ", ".join(BAR_COLUMNS)
+    unnest = ", ".join(f"%s::{t}[]" for t in _BAR_TYPES)
+    epoch_ms = "'epoch'::timestamptz + ts_ms * interval '1 millisecond' AS ts"
+    select = ", ".join(epoch_ms if f == "ts_ms" else f for f in BAR_FIELDS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in BAR_COLUMNS if c not in ("symbol", "ts"))
+    rank = "array_position(%s::text[], {}.origin)"  # parameter: ORIGINS
+    return f"""
+        WITH incoming AS (SELECT {select} FROM unnest({unnest}) AS i({", ".join(BAR_FIELDS)})),
+        versions AS (
+            INSERT INTO bar_versions ({columns}) SELECT {columns} FROM incoming
+            ON CONFLICT (symbol, ts, origin) DO UPDATE SET {updates}, received_at = now())
+        INSERT INTO bars_1m ({columns})
+        SELECT DISTINCT ON (symbol, ts) {columns} FROM incoming AS i
+        ORDER BY symbol, ts, {rank.format("i")} DESC
+        ON CONFLICT (symbol, ts) DO UPDATE SET {updates}
+        WHERE {rank.format("EXCLUDED")} >= {rank.format("bars_1m")}
+        RETURNING symbol, ts
+    """
+
+
+_UPSERT_BARS = _bar_sql()
 
 
 def apply_bars(
     spark: SparkSession,
-    bars: list[tuple],
+    bars: list[dict],
     warmup_bars: int = DEFAULT_WARMUP_BARS,
     driver_max_rows: int = DEFAULT_DRIVER_MAX_ROWS,
 ) -> RecomputeResult:
-    """Closed bars (tuples of BAR_COLUMNS with ts_ms for ts, one per symbol and minute) into bars_1m, then the
-    metrics of each of their symbols from its earliest bar in the batch on, so a late bar repairs what
-    follows it. Both writes are idempotent: replaying the same bars changes nothing."""
+    """Closed bars (dicts of BAR_FIELDS, as the bars topic carries them) into bar_versions and, by the origin
+    rule, bars_1m; then the metrics of each symbol whose bar of record changed, from its earliest changed bar
+    on, so a late or corrected bar repairs what follows it. Both writes are idempotent: replaying the same
+    bars changes nothing."""
     if not bars:
         return RecomputeResult(0, 0, 0, 0.0)
+    params = [[bar.get(f) for bar in bars] for f in BAR_FIELDS]
+    with pg_connect() as conn, conn.cursor() as cur:
+        cur.execute(_UPSERT_BARS, [*params, *([ORIGINS] * 3)])
+        changed = cur.fetchall()
     scope: dict[str, dt.datetime] = {}
-    rows = []
-    for symbol, ts_ms, *values in bars:
-        ts = dt.datetime.fromtimestamp(ts_ms / 1000, dt.timezone.utc)
+    for symbol, ts in changed:
         scope[symbol] = min(scope.get(symbol, ts), ts)
-        rows.append((symbol, ts, *values))
-    with pg_connect() as conn:
-        upsert(conn, "bars_1m", BAR_COLUMNS, ["symbol", "ts"], rows)
     return recompute(spark, scope, warmup_bars, driver_max_rows=driver_max_rows)
 
 

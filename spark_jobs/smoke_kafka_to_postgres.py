@@ -1,5 +1,6 @@
 """Smoke job: every real part once. Reads a Kafka topic with the JVM connector (batch, earliest to latest),
-parses the trade contract and appends the rows to a PostgreSQL table over JDBC.
+admits the trades by the contract (the Rust rules, in Python workers on the executors) and appends the rows
+to a PostgreSQL table over JDBC.
 
     scripts/submit.sh smoke_kafka_to_postgres --topic T --table TBL
 """
@@ -10,8 +11,8 @@ import argparse
 
 from pyspark.sql import functions as F
 
+from spark_jobs import contracts
 from spark_jobs.common import jdbc_options, kafka_bootstrap, spark_session
-from spark_jobs.contracts import TRADE_SCHEMA
 
 
 def main() -> None:
@@ -30,12 +31,10 @@ def main() -> None:
         .option("endingOffsets", "latest")
         .load()
     )
-    trades = raw.select(
-        F.col("key").cast("string").alias("kafka_key"),
-        F.col("partition"),
-        F.col("offset"),
-        F.from_json(F.col("value").cast("string"), TRADE_SCHEMA).alias("t"),
-    ).select("kafka_key", "partition", "offset", "t.*")
+    admitted = contracts.admit(raw.withColumn("kafka_key", F.col("key").cast("string")), "trade", "kafka_key")
+    trades = admitted.filter(F.col("reject_code").isNull()).select(
+        "kafka_key", "partition", "offset", "source", "symbol", "ts_ms", "price", "size", "trade_id"
+    )
     trades.write.format("jdbc").options(**jdbc_options()).option("dbtable", args.table).mode("append").save()
     print(f"smoke: wrote {trades.count()} trades from {args.topic} to {args.table}")
     spark.stop()

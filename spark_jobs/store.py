@@ -4,12 +4,13 @@ replayed micro-batch changes nothing (exactly-once effect at the database)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
-from pyspark.sql import DataFrame
 
 from spark_jobs.common import env
+from spark_jobs.contracts import REJECT_FIELDS
 
 
 def pg_connect() -> psycopg.Connection:
@@ -24,26 +25,16 @@ def pg_connect() -> psycopg.Connection:
     )
 
 
-REJECT_COLUMNS = ["source", "topic", "partition", "offset", "reject_reason", "raw"]
-
-
-def write_rejects(batch: DataFrame, batch_id: int) -> None:
-    """foreachBatch sink: rejected messages into `rejected_messages`."""
-    # collect, not toLocalIterator (one Spark job per partition, in sequence, even when there is nothing):
-    # a micro-batch is bounded by maxOffsetsPerTrigger, and its rejects are written from the driver anyway.
-    insert_rejects([tuple(r) for r in batch.select(*REJECT_COLUMNS).collect()])
-
-
-def insert_rejects(rows: Sequence[tuple]) -> None:
-    """Rows of REJECT_COLUMNS, idempotent on their Kafka coordinates so a replayed micro-batch inserts nothing
-    twice."""
+def insert_rejects(source: str, rows: Sequence[Any]) -> None:
+    """Refused messages (rows with contracts.REJECT_FIELDS) of job `source` into rejected_messages, idempotent
+    on their Kafka coordinates so a replayed micro-batch inserts nothing twice."""
     if not rows:
         return
     with pg_connect() as conn, conn.cursor() as cur:
         cur.executemany(
-            'INSERT INTO rejected_messages (source, topic, "partition", "offset", reason, raw) '
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            rows,
+            'INSERT INTO rejected_messages (source, topic, "partition", "offset", reason_code, reason, raw) '
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(source, *(r[f] for f in REJECT_FIELDS)) for r in rows],
         )
 
 

@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
 
@@ -100,6 +101,53 @@ def submit(stack_env: dict[str, str]) -> Callable[..., subprocess.CompletedProce
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def local_spark() -> Iterator[object]:
+    """A local SparkSession for the jobs' logic (parsing, admission, bars) in seconds, without the cluster.
+    The jobs themselves always run on the standalone master; this is the unit-test harness only."""
+    from pyspark.sql import SparkSession
+
+    # Python workers must import the installed sparktrends wheel: the interpreter running the tests.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("sparktrends-unit")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    yield spark
+    spark.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the local stack carry the `stack` marker (`pytest -m "not stack"` runs the fast ones)."""
+    for item in items:
+        if "stack_settings" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
+
+
+def debug_binary(package: str) -> Path:
+    """A workspace binary in the debug profile: `cargo test` has already compiled its dependencies that way,
+    which saves a cold release build in CI."""
+    try:
+        return cargo_bin.build(package, release=False)
+    except cargo_bin.BuildError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session")
+def ingest_binary() -> Path:
+    return debug_binary("sparktrends-ingest")
+
+
+@pytest.fixture(scope="session")
+def alerter_binary() -> Path:
+    return debug_binary("sparktrends-alerter")
 
 
 def master_json(stack_settings: stack.Settings) -> dict:

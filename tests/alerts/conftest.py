@@ -18,7 +18,6 @@ from typing import ClassVar
 
 import pytest
 
-import cargo_bin
 from tests.alerts.fake_slack import FakeSlack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,14 +32,6 @@ FULL_DETAILS = {
     "vol_cc": 0.0021,
     "anomaly_score": 2.27,
 }
-
-
-@pytest.fixture(scope="session")
-def alerter_binary() -> Path:
-    try:
-        return cargo_bin.build("sparktrends-alerter", release=False)
-    except cargo_bin.BuildError as error:
-        pytest.fail(str(error))
 
 
 @pytest.fixture

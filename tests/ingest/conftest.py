@@ -1,5 +1,4 @@
-"""Fixtures for the ingest binary's integration tests: the debug binary (built once per session;
-`cargo test` has already compiled its dependencies in that profile), a runner
+"""Fixtures for the ingest binary's integration tests (the debug binary: tests/conftest.py), a runner
 that keeps its log, and a Kafka reader that returns every message a topic holds."""
 
 from __future__ import annotations
@@ -16,17 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import cargo_bin
-
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def ingest_binary() -> Path:
-    try:
-        return cargo_bin.build("sparktrends-ingest", release=False)
-    except cargo_bin.BuildError as error:
-        pytest.fail(str(error))
 
 
 @dataclass

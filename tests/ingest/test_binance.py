@@ -114,8 +114,10 @@ def test_trades_klines_reconnect_pings_and_dead_letters(run_ingest, topics, stac
         assert ids == sorted(ids), f"{symbol} order kept"
         assert all(r.key == symbol for r in per_symbol)
     first = trades[0].value
-    assert set(first) == {"source", "symbol", "ts_ms", "price", "size", "trade_id"}
+    assert set(first) == {"source", "symbol", "ts_ms", "price", "size", "trade_id", "side"}
     assert first["source"] == "binance" and isinstance(first["price"], float)
+    # m (the buyer was the maker) means the taker sold.
+    assert all(r.value["side"] == ("sell" if int(r.value["trade_id"]) % 2 == 0 else "buy") for r in trades)
 
     bars = read_topic(stack_settings.kafka_bootstrap, topics.bars)
     assert [r.value for r in bars] == [
@@ -130,15 +132,18 @@ def test_trades_klines_reconnect_pings_and_dead_letters(run_ingest, topics, stac
             "volume": 4.0,
             "trades": 9,
             "vwap": 100.5,
+            "taker_buy_volume": 2.0,
+            "first_trade_id": 1,
+            "last_trade_id": 9,
+            "origin": "provider",
         }
     ], "only the closed kline becomes a bar"
 
     letters = read_topic(stack_settings.kafka_bootstrap, topics.deadletter)
-    reasons = [r.value["reason"] for r in letters]
-    assert len(letters) == 3, reasons
-    assert "malformed JSON" in reasons[0] and letters[0].value["raw"].startswith('{"stream"')
-    assert "non-positive price" in reasons[1]
-    assert "unknown symbol" in reasons[2] and "DOGEUSDT" in letters[2].value["raw"]
+    codes = [r.value["reason_code"] for r in letters]
+    assert codes == ["provider_malformed", "price_not_positive", "unknown_symbol"], [r.value for r in letters]
+    assert letters[0].value["raw"].startswith('{"stream"')
+    assert "DOGEUSDT" in letters[2].value["raw"]
     assert all(r.value["source"] == "binance" and r.value["received_ms"] > 0 for r in letters)
 
     log = ingest.log()

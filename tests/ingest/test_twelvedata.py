@@ -110,9 +110,9 @@ def test_rest_backfill_incremental_errors_and_rate_limits(run_ingest, topics, st
     assert all("apikey" not in r.query for r in rest.requests)
 
     letters = [r.value for r in read_topic(stack_settings.kafka_bootstrap, topics.deadletter)]
-    reasons = [letter["reason"] for letter in letters]
-    assert any("AAPL: provider error 500" in reason for reason in reasons), reasons
-    assert any("NOPE: provider error 400" in reason for reason in reasons), reasons
+    reasons = [letter["reason"] for letter in letters if letter["reason_code"] == "provider_error"]
+    assert any("AAPL: provider error 500" in reason for reason in reasons), letters
+    assert any("NOPE: provider error 400" in reason for reason in reasons), letters
     assert any('"status": "error"' in letter["raw"] for letter in letters)
     assert KEY not in ingest.log()
 
@@ -173,9 +173,13 @@ def test_price_stream_heartbeats_and_refused_subscriptions(run_ingest, topics, s
     assert server.connections[0].path == "/v1/quotes/price"
     assert server.connections[0].headers["authorization"] == f"apikey {KEY}"
     assert len(heartbeats) == 2, "heartbeats sent on schedule"
-    assert [(r.value["price"], r.value["size"]) for r in trades] == [(190.0 + i, 0.0) for i in range(5)]
+    # A tick's size is the volume since the symbol's previous tick: day_volume rose by 1 each time.
+    assert [(r.value["price"], r.value["size"]) for r in trades] == [(190.0 + i, min(i, 1)) for i in range(5)]
+    assert all(r.value["kind"] == "tick" for r in trades), "a price event is a tick, not a trade"
     letters = read_topic(stack_settings.kafka_bootstrap, topics.deadletter)
-    assert [r.value["reason"] for r in letters] == ["subscription refused for EUR/USD"]
+    assert [(r.value["reason_code"], r.value["reason"]) for r in letters] == [
+        ("provider_error", "the provider answered with an error: subscription refused for EUR/USD")
+    ]
 
 
 def test_watchdog_is_not_fooled_by_our_own_heartbeats(run_ingest, topics):

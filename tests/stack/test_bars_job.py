@@ -151,15 +151,15 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
     assert stored["has_metrics"].all()
 
     rejects = pg.execute(
-        'SELECT reason, raw, topic, "offset" FROM rejected_messages WHERE topic = %s ORDER BY "offset"',
+        'SELECT reason_code, raw, topic, "offset" FROM rejected_messages WHERE topic = %s ORDER BY "offset"',
         (trades_topic,),
     ).fetchall()
     assert [r[0] for r in rejects] == [
-        "malformed JSON",
-        "price must be finite and > 0",
-        "size must be finite and >= 0",
-        "missing symbol",
-        "ts_ms is in the future",
+        "malformed_json",
+        "price_not_positive",
+        "size_negative",
+        "missing_field",
+        "ts_in_future",
     ]
     assert rejects[0][1] == "{not json"
 

@@ -1,5 +1,5 @@
 """The companies job on the real broker, cluster and database: the newest profile of a symbol wins, a replay
-changes nothing, and an invalid profile is rejected with its reason."""
+changes nothing, and an invalid profile is rejected with its reject code."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def test_latest_profile_wins_and_invalid_ones_are_rejected(stack_settings, stack
     finally:
         job.stop()
     assert rows == [("AAPL", "Apple Inc", "Technology"), ("MSFT", "Microsoft Corporation", "Technology")]
-    reasons = pg.execute("SELECT reason FROM rejected_messages WHERE topic = %s", (topic,)).fetchall()
-    assert reasons == [("missing symbol",)]
+    codes = pg.execute("SELECT reason_code FROM rejected_messages WHERE topic = %s", (topic,)).fetchall()
+    assert codes == [("missing_field",)]
 
     # Restart from the same checkpoint after a replayed message: still one row per symbol.
     produce(stack_settings.kafka_bootstrap, topic, [("MSFT", profile("MSFT", "Microsoft Corporation"))])

@@ -65,7 +65,19 @@ def test_recomputations_of_one_symbol_wait_for_each_other(stack_env, pg, monkeyp
     symbol = f"LOCK{uuid.uuid4().hex[:6].upper()}"
     table = bars(symbol, 40, 0, np.random.default_rng(2))
     rows = [
-        (symbol, ts.value // 1_000_000, o, h, low, c, v, 1, vwap, "test")  # ns -> ms
+        {
+            "symbol": symbol,
+            "ts_ms": ts.value // 1_000_000,
+            "open": o,
+            "high": h,
+            "low": low,
+            "close": c,
+            "volume": v,
+            "trades": 1,
+            "vwap": vwap,
+            "source": "test",
+            "origin": "provider",
+        }
         for ts, o, h, low, c, v, vwap in zip(
             *(table.column(name).to_pandas() for name in ("ts", "open", "high", "low", "close", "volume", "vwap")),
             strict=True,

@@ -239,11 +239,7 @@ fn run_into_kafka(
         companies: cli.kafka.companies_topic.clone(),
         deadletter: cli.kafka.deadletter_topic.clone(),
     };
-    let validator = Validator::new(
-        known_symbols,
-        (cli.validation.max_past * 1000.0) as i64,
-        (cli.validation.max_future * 1000.0) as i64,
-    );
+    let validator = Validator::new(known_symbols, (cli.validation.max_past * 1000.0) as i64);
     let emitter = Arc::new(Emitter::new(sink.clone(), topics, validator, stats.clone()));
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -411,10 +407,8 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
             ));
             let prices = async {
                 if !args.no_ws {
-                    let mut protocol = twelvedata::PriceProtocol {
-                        emitter: emitter.clone(),
-                        symbols: args.symbols.clone(),
-                    };
+                    let mut protocol =
+                        twelvedata::PriceProtocol::new(emitter.clone(), args.symbols.clone());
                     ws::run_session(
                         &endpoint,
                         &timing(&args.connection, heartbeat),

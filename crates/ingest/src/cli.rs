@@ -122,7 +122,8 @@ impl Compression {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Validation")]
 pub struct ValidationArgs {
-    /// Live data older than this many seconds is dead-lettered (replays and backfills are exempt).
+    /// Live data older than this many seconds is dead-lettered (replays and backfills are exempt). Data
+    /// ahead of the clock by more than the contract's max_future_ms (contracts/admission.json) always is.
     #[arg(
         long,
         global = true,
@@ -130,9 +131,6 @@ pub struct ValidationArgs {
         value_name = "SECONDS"
     )]
     pub max_past: f64,
-    /// Live data this many seconds ahead of the clock is dead-lettered.
-    #[arg(long, global = true, default_value_t = 300.0, value_name = "SECONDS")]
-    pub max_future: f64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1,12 +1,15 @@
-//! The one path from a source to the topics: validate, serialise, key by symbol, send; refuse into the
-//! dead-letter topic with the reason and the original payload. Sources never touch the sink directly.
+//! The one path from a source to the topics: admit (the contract's rules), give id-less trades their
+//! derived id, serialise, key by symbol, send; refuse into the dead-letter topic with the reject code, the
+//! reason and the original payload. Sources never touch the sink directly.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use sparktrends_contract::Reject;
 use tracing::warn;
 
-use crate::messages::{now_ms, Bar, Company, DeadLetter, Trade};
+use crate::messages::{derived_trade_id, now_ms, Bar, Company, DeadLetter, RejectCode, Trade};
 use crate::sink::Sink;
 use crate::stats::Stats;
 use crate::topics::Topics;
@@ -17,6 +20,7 @@ pub struct Emitter {
     topics: Topics,
     validator: Validator,
     stats: Arc<Stats>,
+    ids: Mutex<DerivedIds>,
 }
 
 impl Emitter {
@@ -31,6 +35,7 @@ impl Emitter {
             topics,
             validator,
             stats,
+            ids: Mutex::new(DerivedIds::default()),
         }
     }
 
@@ -43,23 +48,33 @@ impl Emitter {
     }
 
     /// Returns whether the trade was accepted. `raw` is the provider's payload for the dead letter; without it
-    /// the canonical message itself is kept.
+    /// the canonical message itself is kept. A trade without a provider id gets its derived id here.
     pub fn trade(&self, trade: &Trade, raw: Option<&str>, time: TimeCheck) -> bool {
-        match self.validator.check_trade(trade, now_ms(), time) {
-            Ok(()) => self.send(
+        if let Err(reject) = self.validator.check_trade(trade, now_ms(), time) {
+            return self.refuse(&trade.source, &reject, raw, trade);
+        }
+        if trade.trade_id.is_some() {
+            return self.send(
                 &self.topics.trades,
                 &trade.symbol,
                 trade,
                 &self.stats.trades,
-            ),
-            Err(reason) => self.refuse(&trade.source, &reason, raw, trade),
+            );
         }
+        let mut identified = trade.clone();
+        identified.trade_id = Some(self.ids.lock().expect("derived ids lock").next(trade));
+        self.send(
+            &self.topics.trades,
+            &identified.symbol,
+            &identified,
+            &self.stats.trades,
+        )
     }
 
     pub fn bar(&self, bar: &Bar, raw: Option<&str>, time: TimeCheck) -> bool {
         match self.validator.check_bar(bar, now_ms(), time) {
             Ok(()) => self.send(&self.topics.bars, &bar.symbol, bar, &self.stats.bars),
-            Err(reason) => self.refuse(&bar.source, &reason, raw, bar),
+            Err(reject) => self.refuse(&bar.source, &reject, raw, bar),
         }
     }
 
@@ -71,19 +86,31 @@ impl Emitter {
                 company,
                 &self.stats.companies,
             ),
-            Err(reason) => self.refuse(&company.source, &reason, raw, company),
+            Err(reject) => self.refuse(&company.source, &reject, raw, company),
         }
     }
 
-    /// A payload that never became a message: malformed frame, provider error, failed subscription.
-    pub fn dead_letter(&self, source: &str, reason: &str, raw: &str) {
+    /// A payload that never became a message: a malformed frame, a provider error, a failed request.
+    pub fn dead_letter(&self, source: &str, code: RejectCode, detail: &str, raw: &str) {
+        self.letter(source, &Reject::new(code, detail), raw);
+    }
+
+    fn letter(&self, source: &str, reject: &Reject, raw: &str) {
         let letter = DeadLetter {
             source: source.to_string(),
-            reason: reason.to_string(),
-            raw: raw.to_string(),
+            reason_code: reject.code,
+            reason: reject.reason(),
+            raw: sparktrends_contract::admission::printable_payload(raw.as_bytes()),
             received_ms: now_ms(),
         };
-        warn!(source, reason, "dead-lettered: {}", preview(raw));
+        warn!(
+            source,
+            code = reject.code.as_str(),
+            "dead-lettered ({}): {}",
+            reject.reason(),
+            preview(raw)
+        );
+        self.stats.count_reject(reject.code);
         // Keyed by source: a malformed frame may have no symbol at all.
         self.send(
             &self.topics.deadletter,
@@ -96,15 +123,15 @@ impl Emitter {
     fn refuse<T: Serialize>(
         &self,
         source: &str,
-        reason: &str,
+        reject: &Reject,
         raw: Option<&str>,
         message: &T,
     ) -> bool {
         match raw {
-            Some(raw) => self.dead_letter(source, reason, raw),
+            Some(raw) => self.letter(source, reject, raw),
             None => {
                 let canonical = serde_json::to_string(message).unwrap_or_default();
-                self.dead_letter(source, reason, &canonical);
+                self.letter(source, reject, &canonical);
             }
         }
         false
@@ -120,7 +147,7 @@ impl Emitter {
         let payload = match serde_json::to_vec(message) {
             Ok(payload) => payload,
             Err(err) => {
-                // Only non-finite floats fail here, and validation refuses those first.
+                // Only non-finite floats fail here, and admission refuses those first.
                 warn!("cannot serialise a message for {topic}: {err}");
                 return false;
             }
@@ -138,6 +165,45 @@ impl Emitter {
                 false
             }
         }
+    }
+}
+
+/// How many prints of a symbol carried each (event time, price, size) so far, for derived ids. Bounded: the
+/// oldest entries go first, and a count forgotten after `CAPACITY` later prints can only matter for twins
+/// that far apart, which cannot share a millisecond.
+#[derive(Default)]
+struct DerivedIds {
+    seen: HashMap<(String, i64, u64, u64), u32>,
+    order: VecDeque<(String, i64, u64, u64)>,
+}
+
+impl DerivedIds {
+    const CAPACITY: usize = 200_000;
+
+    fn next(&mut self, trade: &Trade) -> String {
+        let key = (
+            trade.symbol.clone(),
+            trade.ts_ms,
+            trade.price.to_bits(),
+            trade.size.to_bits(),
+        );
+        let occurrence = match self.seen.get_mut(&key) {
+            Some(count) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                if self.order.len() == Self::CAPACITY {
+                    if let Some(oldest) = self.order.pop_front() {
+                        self.seen.remove(&oldest);
+                    }
+                }
+                self.seen.insert(key.clone(), 0);
+                self.order.push_back(key);
+                0
+            }
+        };
+        derived_trade_id(trade.ts_ms, trade.price, trade.size, occurrence)
     }
 }
 
@@ -164,7 +230,7 @@ pub(crate) mod test_support {
     pub fn memory_emitter(symbols: &[&str]) -> (Arc<Emitter>, Arc<MemorySink>) {
         let sink = Arc::new(MemorySink::default());
         let known = symbols.iter().map(|s| s.to_string()).collect();
-        let validator = Validator::new(Some(known), 86_400_000, 300_000);
+        let validator = Validator::new(Some(known), 86_400_000);
         let emitter = Emitter::new(
             sink.clone(),
             crate::topics::contract_defaults(),
@@ -183,43 +249,69 @@ mod tests {
     #[test]
     fn accepted_trade_goes_to_trades_keyed_by_symbol() {
         let (emitter, sink) = memory_emitter(&["AAPL"]);
-        let trade = Trade {
-            source: "x".into(),
-            symbol: "AAPL".into(),
-            ts_ms: now_ms(),
-            price: 1.5,
-            size: 2.0,
-            trade_id: None,
-        };
+        let mut trade = Trade::new("x", "AAPL", now_ms(), 1.5, 2.0);
+        trade.trade_id = Some("7".into());
         assert!(emitter.trade(&trade, Some("raw"), TimeCheck::Live));
         let records = sink.records();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].topic, "market.trades.v1");
         assert_eq!(records[0].key, "AAPL");
         assert_eq!(records[0].payload["price"], 1.5);
+        assert_eq!(records[0].payload["trade_id"], "7");
     }
 
     #[test]
-    fn refused_trade_is_dead_lettered_with_reason_and_raw_payload() {
+    fn trades_without_ids_get_derived_ids_that_keep_twins_apart() {
         let (emitter, sink) = memory_emitter(&["AAPL"]);
-        let trade = Trade {
-            source: "x".into(),
-            symbol: "AAPL".into(),
-            ts_ms: now_ms(),
-            price: -1.0,
-            size: 2.0,
-            trade_id: None,
-        };
+        let ts = now_ms();
+        let print = Trade::new("finnhub", "AAPL", ts, 189.5, 100.0);
+        for _ in 0..2 {
+            assert!(emitter.trade(&print, None, TimeCheck::Live));
+        }
+        let other = Trade::new("finnhub", "AAPL", ts, 189.5, 200.0);
+        assert!(emitter.trade(&other, None, TimeCheck::Live));
+        let ids: Vec<String> = sink
+            .on_topic("market.trades.v1")
+            .iter()
+            .map(|r| r.payload["trade_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                format!("~{ts}:189.5:100:0"),
+                format!("~{ts}:189.5:100:1"),
+                format!("~{ts}:189.5:200:0")
+            ]
+        );
+    }
+
+    #[test]
+    fn refused_trade_is_dead_lettered_with_code_reason_and_raw_payload() {
+        let (emitter, sink) = memory_emitter(&["AAPL"]);
+        let trade = Trade::new("x", "AAPL", now_ms(), -1.0, 2.0);
         assert!(!emitter.trade(&trade, Some("{\"p\":-1}"), TimeCheck::Live));
         let letters = sink.on_topic("market.deadletter.v1");
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].payload["raw"], "{\"p\":-1}");
+        assert_eq!(letters[0].payload["reason_code"], "price_not_positive");
         assert!(letters[0].payload["reason"]
             .as_str()
             .unwrap()
-            .contains("non-positive price"));
+            .contains("price = -1"));
         assert_eq!(emitter.stats().snapshot().dead_letters, 1);
         assert_eq!(emitter.stats().snapshot().trades, 0);
+        assert_eq!(
+            emitter.stats().rejects_by_code(),
+            vec![(RejectCode::PriceNotPositive, 1)]
+        );
+    }
+
+    #[test]
+    fn a_nul_in_a_payload_is_kept_escaped() {
+        let (emitter, sink) = memory_emitter(&["AAPL"]);
+        emitter.dead_letter("x", RejectCode::ProviderMalformed, "", "a\0b");
+        let letters = sink.on_topic("market.deadletter.v1");
+        assert_eq!(letters[0].payload["raw"], "a\\u0000b");
     }
 
     #[test]

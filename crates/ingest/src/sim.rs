@@ -98,7 +98,6 @@ struct SymbolState {
     log_vol_deviation: f64,
     regime_multiplier: f64,
     regime_minutes_left: u32,
-    trade_seq: u64,
     mean_size: f64,
 }
 
@@ -129,7 +128,6 @@ impl Market {
                     log_vol_deviation: 0.0,
                     regime_multiplier: 1.0,
                     regime_minutes_left: 0,
-                    trade_seq: 0,
                     mean_size: (5_000.0 / price).max(0.01),
                 }
             })
@@ -279,7 +277,6 @@ fn finish_minute(
         }
         let price = round_price(s.log_price.exp());
         let size = round_size(sizes.sample(&mut s.rng));
-        s.trade_seq += 1;
         if index == 0 {
             open = price;
         }
@@ -288,28 +285,31 @@ fn finish_minute(
         low = low.min(price);
         volume += size;
         notional += price * size;
-        out.trades.push(Trade {
-            source: config.source.clone(),
-            symbol: s.symbol.clone(),
-            ts_ms: ts_ms + offset,
+        // No id: ingest derives one from the print itself (contract: messages::derived_trade_id), so a restarted
+        // market never reuses the id of an earlier run's trade.
+        out.trades.push(Trade::new(
+            &config.source,
+            &s.symbol,
+            ts_ms + offset,
             price,
             size,
-            trade_id: Some(format!("{}-{}", s.symbol, s.trade_seq)),
-        });
+        ));
     }
     let rest = (MINUTE_MS - previous) as f64 / MINUTE_MS as f64;
     s.log_price += sigma * rest.sqrt() * step.sample(&mut s.rng) - 0.5 * sigma * sigma * rest;
     out.bars.push(Bar {
-        source: config.source.clone(),
-        symbol: s.symbol.clone(),
-        ts_ms,
-        open,
-        high,
-        low,
-        close,
-        volume,
-        trades: Some(offsets.len() as u64),
+        trades: Some(offsets.len() as i64),
         vwap: (volume > 0.0).then(|| notional / volume),
+        ..Bar::ohlcv(
+            &config.source,
+            &s.symbol,
+            ts_ms,
+            open,
+            high,
+            low,
+            close,
+            volume,
+        )
     });
 }
 
@@ -385,7 +385,7 @@ mod tests {
                     .iter()
                     .filter(|t| t.symbol == bar.symbol)
                     .collect();
-                assert_eq!(bar.trades, Some(trades.len() as u64));
+                assert_eq!(bar.trades, Some(trades.len() as i64));
                 assert!(trades
                     .iter()
                     .all(|t| t.ts_ms >= bar.ts_ms && t.ts_ms < bar.ts_ms + MINUTE_MS));
@@ -399,16 +399,22 @@ mod tests {
     }
 
     #[test]
-    fn trade_ids_are_unique() {
+    fn prints_are_distinct_so_derived_ids_are_unique() {
         let minutes = run(&mut market(2, 3), 60);
-        let ids: std::collections::HashSet<_> = minutes
+        let trades: Vec<&Trade> = minutes.iter().flat_map(|m| &m.trades).collect();
+        assert!(trades.iter().all(|t| t.trade_id.is_none()));
+        let prints: std::collections::HashSet<_> = trades
             .iter()
-            .flat_map(|m| m.trades.iter().map(|t| t.trade_id.clone()))
+            .map(|t| {
+                (
+                    t.symbol.clone(),
+                    t.ts_ms,
+                    t.price.to_bits(),
+                    t.size.to_bits(),
+                )
+            })
             .collect();
-        assert_eq!(
-            ids.len(),
-            minutes.iter().map(|m| m.trades.len()).sum::<usize>()
-        );
+        assert_eq!(prints.len(), trades.len());
     }
 
     #[test]

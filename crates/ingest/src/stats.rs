@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::messages::RejectCode;
 use crate::shutdown::Shutdown;
 
 #[derive(Default, Debug)]
@@ -20,6 +21,8 @@ pub struct Stats {
     pub delivery_failures: AtomicU64,
     /// Serialised value bytes handed to the producer (throughput in MB/s).
     pub payload_bytes: AtomicU64,
+    /// Dead letters by reject code, in the contract's code order.
+    rejects: [AtomicU64; RejectCode::ALL.len()],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +47,19 @@ impl Snapshot {
 impl Stats {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_reject(&self, code: RejectCode) {
+        Self::bump(&self.rejects[code as usize]);
+    }
+
+    /// Non-zero dead-letter counts by code.
+    pub fn rejects_by_code(&self) -> Vec<(RejectCode, u64)> {
+        RejectCode::ALL
+            .iter()
+            .map(|&code| (code, self.rejects[code as usize].load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -88,7 +104,13 @@ pub async fn report_rates(stats: Arc<Stats>, interval: Duration, shutdown: Shutd
         }
         let current = stats.snapshot();
         if current != previous {
-            info!("{}", rate_line(&previous, &current, last.elapsed()));
+            let mut line = rate_line(&previous, &current, last.elapsed());
+            let by_code = stats.rejects_by_code();
+            if !by_code.is_empty() {
+                let codes: Vec<String> = by_code.iter().map(|(c, n)| format!("{c}={n}")).collect();
+                line.push_str(&format!(" ({})", codes.join(" ")));
+            }
+            info!("{line}");
         }
         previous = current;
         last = Instant::now();

@@ -141,7 +141,7 @@ impl TradeRows {
         let trade_id = self.trade_id.as_ref().and_then(|c| c[row].clone());
         match (&self.symbol[row], self.ts_ms[row], self.price[row], self.size[row]) {
             (Some(symbol), Some(ts_ms), Some(price), Some(size)) => {
-                Ok(Trade { source, symbol: symbol.clone(), ts_ms, price, size, trade_id })
+                Ok(Trade { trade_id, ..Trade::new(&source, symbol, ts_ms, price, size) })
             }
             (symbol, ts_ms, price, size) => Err((
                 format!("row {row}: null in a required column"),
@@ -209,16 +209,9 @@ impl BarRows {
         );
         match fields {
             (Some(symbol), Some(ts_ms), Some(open), Some(high), Some(low), Some(close), Some(volume)) => Ok(Bar {
-                source,
-                symbol: symbol.clone(),
-                ts_ms,
-                open,
-                high,
-                low,
-                close,
-                volume,
-                trades: self.trades.as_ref().and_then(|c| c[row]).and_then(|n| u64::try_from(n).ok()),
+                trades: self.trades.as_ref().and_then(|c| c[row]),
                 vwap: self.vwap.as_ref().and_then(|c| c[row]),
+                ..Bar::ohlcv(&source, symbol, ts_ms, open, high, low, close, volume)
             }),
             (symbol, ts_ms, open, high, low, close, volume) => Err((
                 format!("row {row}: null in a required column"),
@@ -296,9 +289,7 @@ pub fn bars_frame(bars: &[Bar]) -> anyhow::Result<DataFrame> {
         ),
         Column::new(
             "trades".into(),
-            bars.iter()
-                .map(|b| b.trades.map(|n| n as i64))
-                .collect::<Vec<_>>(),
+            bars.iter().map(|b| b.trades).collect::<Vec<_>>(),
         ),
         Column::new(
             "vwap".into(),
@@ -326,12 +317,14 @@ mod tests {
 
     fn trade(i: i64) -> Trade {
         Trade {
-            source: "synthetic".into(),
-            symbol: format!("S{}", i % 2),
-            ts_ms: 1_700_000_000_000 + i,
-            price: 10.0 + i as f64,
-            size: 0.5,
             trade_id: (i % 3 != 0).then(|| format!("id-{i}")),
+            ..Trade::new(
+                "synthetic",
+                &format!("S{}", i % 2),
+                1_700_000_000_000 + i,
+                10.0 + i as f64,
+                0.5,
+            )
         }
     }
 
@@ -356,16 +349,8 @@ mod tests {
     fn bars_round_trip_and_missing_optional_columns() {
         let dir = tempfile::tempdir().unwrap();
         let bar = Bar {
-            source: "s".into(),
-            symbol: "A".into(),
-            ts_ms: 60_000,
-            open: 1.0,
-            high: 2.0,
-            low: 0.5,
-            close: 1.5,
-            volume: 3.0,
             trades: Some(4),
-            vwap: None,
+            ..Bar::ohlcv("s", "A", 60_000, 1.0, 2.0, 0.5, 1.5, 3.0)
         };
         let path = dir.path().join("b.parquet");
         write_frame(&mut bars_frame(std::slice::from_ref(&bar)).unwrap(), &path).unwrap();

@@ -24,30 +24,39 @@
 
 use crate::config::AnomalyThresholds;
 
-/// Set of anomaly kinds that fired at one bar, as a bit set.
+use std::sync::LazyLock;
+
+pub use sparktrends_contract::{AnomalyKind, Severity};
+
+/// Set of anomaly kinds that fired at one bar, as a bit set. Bit i is `AnomalyKind::ALL[i]`, the
+/// contract's order (contracts/analytics.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct AnomalyKinds(u8);
 
+// Every subset's label, indexed by the bit set, built once so labelling allocates nothing.
+static LABELS: LazyLock<Vec<Option<String>>> = LazyLock::new(|| {
+    (0..1u16 << AnomalyKind::ALL.len())
+        .map(|bits| {
+            let names: Vec<&str> = AnomalyKind::ALL
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, kind)| kind.as_str())
+                .collect();
+            (!names.is_empty()).then(|| names.join(","))
+        })
+        .collect()
+});
+
 impl AnomalyKinds {
     pub const NONE: Self = Self(0);
-    pub const PRICE_JUMP: Self = Self(1);
-    pub const VOLUME_SPIKE: Self = Self(2);
-    pub const VOL_REGIME_SHIFT: Self = Self(4);
+    pub const PRICE_JUMP: Self = Self::of(AnomalyKind::PriceJump);
+    pub const VOLUME_SPIKE: Self = Self::of(AnomalyKind::VolumeSpike);
+    pub const VOL_REGIME_SHIFT: Self = Self::of(AnomalyKind::VolRegimeShift);
 
-    /// Kind names, in the fixed output order.
-    pub const NAMES: [&'static str; 3] = ["price_jump", "volume_spike", "vol_regime_shift"];
-
-    // Every subset's label, indexed by the bit set, so labelling allocates nothing.
-    const LABELS: [Option<&'static str>; 8] = [
-        None,
-        Some("price_jump"),
-        Some("volume_spike"),
-        Some("price_jump,volume_spike"),
-        Some("vol_regime_shift"),
-        Some("price_jump,vol_regime_shift"),
-        Some("volume_spike,vol_regime_shift"),
-        Some("price_jump,volume_spike,vol_regime_shift"),
-    ];
+    const fn of(kind: AnomalyKind) -> Self {
+        Self(1 << kind as u8)
+    }
 
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -61,9 +70,9 @@ impl AnomalyKinds {
         self.0
     }
 
-    /// Comma-separated names in the order price_jump, volume_spike, vol_regime_shift; None if empty.
+    /// Comma-separated names in the contract's kind order; None if empty.
     pub fn label(self) -> Option<&'static str> {
-        Self::LABELS[self.0 as usize]
+        LABELS[self.0 as usize].as_deref()
     }
 }
 
@@ -77,21 +86,6 @@ impl std::ops::BitOr for AnomalyKinds {
 impl std::ops::BitOrAssign for AnomalyKinds {
     fn bitor_assign(&mut self, rhs: Self) {
         self.0 |= rhs.0;
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
     }
 }
 

@@ -850,3 +850,16 @@ fn anomalies(
         }
     }
 }
+
+#[cfg(test)]
+mod contract_tests {
+    use super::Metrics;
+    use sparktrends_contract::analytics::METRIC_COLUMNS;
+
+    #[test]
+    fn columns_are_the_contract_metric_columns() {
+        let (floats, rest) = METRIC_COLUMNS.split_at(Metrics::FLOAT_COLUMNS.len());
+        assert_eq!(floats, Metrics::FLOAT_COLUMNS);
+        assert_eq!(rest, ["is_anomaly"]);
+    }
+}

@@ -4,6 +4,7 @@
 //! config objects to `MetricsConfig`, core errors to `ValueError`/`TypeError`. Computation runs
 //! with the GIL released. The typed, documented API is the `sparktrends` Python package.
 
+mod admission;
 mod arrow_io;
 
 use std::collections::HashMap;
@@ -343,6 +344,46 @@ fn process_runs(
     Ok(all)
 }
 
+fn message_kind(kind: &str) -> PyResult<admission::MessageKind> {
+    admission::MessageKind::parse(kind).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "kind must be 'trade', 'bar' or 'company', got {kind:?}"
+        ))
+    })
+}
+
+/// Admit the raw Kafka values of `batch` (column `value`, and `timestamp` as the receive time) under the
+/// contract's rules for `kind`; every other column passes through. See `sparktrends.admission`.
+#[pyfunction]
+fn admit(
+    py: Python<'_>,
+    kind: &str,
+    batch: PyArrowType<RecordBatch>,
+) -> PyResult<PyArrowType<RecordBatch>> {
+    let kind = message_kind(kind)?;
+    let batch = batch.0;
+    let out = py
+        .detach(|| admission::admit_batch(kind, &batch))
+        .map_err(arrow_error)?;
+    Ok(PyArrowType(out))
+}
+
+/// The schema `admit(kind, batch)` returns for a batch of `schema`.
+#[pyfunction]
+fn admission_schema(
+    kind: &str,
+    schema: PyArrowType<arrow_schema::Schema>,
+) -> PyResult<PyArrowType<arrow_schema::Schema>> {
+    let out = admission::output_schema(message_kind(kind)?, &schema.0);
+    Ok(PyArrowType(out.as_ref().clone()))
+}
+
+/// The contract's JSON files as this module was built with them: {file name: text}.
+#[pyfunction]
+fn contract_files() -> HashMap<&'static str, &'static str> {
+    sparktrends_contract::FILES.into_iter().collect()
+}
+
 /// The output schema as a pyarrow.Schema (with the `symbol` column unless `with_symbol=False`).
 #[pyfunction]
 #[pyo3(name = "metrics_schema", signature = (with_symbol=true))]
@@ -358,5 +399,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<MetricsStream>()?;
     m.add_function(wrap_pyfunction!(compute_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(metrics_schema_py, m)?)?;
+    m.add_function(wrap_pyfunction!(admit, m)?)?;
+    m.add_function(wrap_pyfunction!(admission_schema, m)?)?;
+    m.add_function(wrap_pyfunction!(contract_files, m)?)?;
     Ok(())
 }

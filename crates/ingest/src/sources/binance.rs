@@ -6,11 +6,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::emitter::Emitter;
-use crate::messages::{Bar, Trade};
+use crate::messages::{Bar, RejectCode, Side, Source, Trade};
 use crate::validation::TimeCheck;
 use crate::ws::WsProtocol;
 
-pub const SOURCE: &str = "binance";
+pub const SOURCE: &str = Source::Binance.as_str();
 
 /// What one frame means to us.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +38,9 @@ struct TradePayload {
     q: String,
     #[serde(rename = "T")]
     trade_time: i64,
+    /// Buyer is the maker: the taker sold.
+    #[serde(default)]
+    m: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -55,10 +58,17 @@ struct Kline {
     l: String,
     c: String,
     v: String,
-    n: u64,
+    n: i64,
     x: bool,
+    /// First and last trade id of the minute (-1 when it had none).
+    f: Option<i64>,
+    #[serde(rename = "L")]
+    last: Option<i64>,
     /// Quote-asset volume: Σ price·qty, so q / v is the bar's VWAP.
     q: Option<String>,
+    /// Taker-buy base-asset volume.
+    #[serde(rename = "V")]
+    taker_buy: Option<String>,
 }
 
 fn number(field: &str, text: &str) -> Result<f64, String> {
@@ -83,14 +93,17 @@ pub fn parse_frame(text: &str) -> Result<BinanceEvent, String> {
         "trade" => {
             let t: TradePayload =
                 serde_json::from_value(data).map_err(|e| format!("malformed trade: {e}"))?;
-            Ok(BinanceEvent::Trade(Trade {
-                source: SOURCE.into(),
-                symbol: t.s,
-                ts_ms: t.trade_time,
-                price: number("p", &t.p)?,
-                size: number("q", &t.q)?,
-                trade_id: Some(t.t.to_string()),
-            }))
+            let mut trade = Trade::new(
+                SOURCE,
+                &t.s,
+                t.trade_time,
+                number("p", &t.p)?,
+                number("q", &t.q)?,
+            );
+            trade.trade_id = Some(t.t.to_string());
+            trade.side =
+                t.m.map(|maker_bought| if maker_bought { Side::Sell } else { Side::Buy });
+            Ok(BinanceEvent::Trade(trade))
         }
         "kline" => {
             let KlinePayload { k } =
@@ -103,17 +116,23 @@ pub fn parse_frame(text: &str) -> Result<BinanceEvent, String> {
             }
             let volume = number("v", &k.v)?;
             let quote_volume = k.q.as_deref().map(|q| number("q", q)).transpose()?;
+            let trade_id = |id: Option<i64>| id.filter(|&id| id >= 0);
             Ok(BinanceEvent::ClosedKline(Bar {
-                source: SOURCE.into(),
-                symbol: k.s,
-                ts_ms: k.t,
-                open: number("o", &k.o)?,
-                high: number("h", &k.h)?,
-                low: number("l", &k.l)?,
-                close: number("c", &k.c)?,
-                volume,
                 trades: Some(k.n),
                 vwap: quote_volume.filter(|_| volume > 0.0).map(|q| q / volume),
+                taker_buy_volume: k.taker_buy.as_deref().map(|v| number("V", v)).transpose()?,
+                first_trade_id: trade_id(k.f),
+                last_trade_id: trade_id(k.last),
+                ..Bar::ohlcv(
+                    SOURCE,
+                    &k.s,
+                    k.t,
+                    number("o", &k.o)?,
+                    number("h", &k.h)?,
+                    number("l", &k.l)?,
+                    number("c", &k.c)?,
+                    volume,
+                )
             }))
         }
         _ => Ok(BinanceEvent::Other),
@@ -164,7 +183,8 @@ impl WsProtocol for BinanceProtocol {
     }
 
     fn on_malformed(&mut self, reason: &str, raw: &str) {
-        self.emitter.dead_letter(SOURCE, reason, raw);
+        self.emitter
+            .dead_letter(SOURCE, RejectCode::ProviderMalformed, reason, raw);
     }
 }
 
@@ -195,6 +215,7 @@ mod tests {
         assert_eq!(trade.price, 37012.34);
         assert_eq!(trade.size, 0.0015);
         assert_eq!(trade.trade_id.as_deref(), Some("3140590297"));
+        assert_eq!(trade.side, Some(Side::Sell), "m: the buyer was the maker");
     }
 
     #[test]
@@ -210,6 +231,11 @@ mod tests {
         assert_eq!(bar.volume, 2.0);
         assert_eq!(bar.trades, Some(101));
         assert_eq!(bar.vwap, Some(37010.0));
+        assert_eq!(bar.taker_buy_volume, Some(1.0));
+        assert_eq!(
+            (bar.first_trade_id, bar.last_trade_id),
+            (Some(100), Some(200))
+        );
         assert_eq!(parse_frame(&kline(false)).unwrap(), BinanceEvent::OpenKline);
     }
 
@@ -270,9 +296,7 @@ mod tests {
         assert_eq!(sink.on_topic("market.trades.v1").len(), 1);
         let letters = sink.on_topic("market.deadletter.v1");
         assert_eq!(letters.len(), 2);
-        assert!(letters[1].payload["reason"]
-            .as_str()
-            .unwrap()
-            .contains("unknown symbol"));
+        assert_eq!(letters[0].payload["reason_code"], "provider_malformed");
+        assert_eq!(letters[1].payload["reason_code"], "unknown_symbol");
     }
 }

@@ -11,12 +11,12 @@ use tracing::{info, warn};
 
 use crate::emitter::Emitter;
 use crate::http::{self, HttpOutcome, Pacer};
-use crate::messages::{Company, Trade};
+use crate::messages::{Company, RejectCode, Source, Trade};
 use crate::shutdown::Shutdown;
 use crate::validation::TimeCheck;
 use crate::ws::WsProtocol;
 
-pub const SOURCE: &str = "finnhub";
+pub const SOURCE: &str = Source::Finnhub.as_str();
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FinnhubFrame {
@@ -34,6 +34,9 @@ struct WireTrade {
     p: f64,
     t: i64,
     v: f64,
+    /// Trade condition codes (null or absent for most crypto prints).
+    #[serde(default)]
+    c: Option<Vec<String>>,
 }
 
 pub fn parse_frame(text: &str) -> Result<FinnhubFrame, String> {
@@ -48,14 +51,9 @@ pub fn parse_frame(text: &str) -> Result<FinnhubFrame, String> {
                 .map(|item| {
                     let wire: WireTrade = serde_json::from_value(item.clone())
                         .map_err(|e| format!("malformed trade: {e}"))?;
-                    let trade = Trade {
-                        source: SOURCE.into(),
-                        symbol: wire.s,
-                        ts_ms: wire.t,
-                        price: wire.p,
-                        size: wire.v,
-                        trade_id: None,
-                    };
+                    // No trade id: ingest derives one (contract: messages::derived_trade_id).
+                    let mut trade = Trade::new(SOURCE, &wire.s, wire.t, wire.p, wire.v);
+                    trade.conditions = wire.c.filter(|codes| !codes.is_empty());
                     Ok((trade, item.to_string()))
                 })
                 .collect::<Result<Vec<_>, String>>()
@@ -100,7 +98,7 @@ impl WsProtocol for FinnhubProtocol {
             Ok(FinnhubFrame::Ping) => return vec![PONG.to_string()],
             Ok(FinnhubFrame::Error(message)) => {
                 self.emitter
-                    .dead_letter(SOURCE, &format!("provider error: {message}"), text);
+                    .dead_letter(SOURCE, RejectCode::ProviderError, &message, text);
             }
             Ok(FinnhubFrame::Other) => {}
             Err(reason) => self.on_malformed(&reason, text),
@@ -109,7 +107,8 @@ impl WsProtocol for FinnhubProtocol {
     }
 
     fn on_malformed(&mut self, reason: &str, raw: &str) {
-        self.emitter.dead_letter(SOURCE, reason, raw);
+        self.emitter
+            .dead_letter(SOURCE, RejectCode::ProviderMalformed, reason, raw);
     }
 }
 
@@ -127,16 +126,18 @@ struct Profile {
 pub fn parse_profile(symbol: &str, body: &str) -> Result<Option<Company>, String> {
     let profile: Profile =
         serde_json::from_str(body).map_err(|e| format!("malformed profile: {e}"))?;
-    let Some(name) = profile.name.filter(|n| !n.is_empty()) else {
+    // Finnhub answers "" for fields it does not know; the contract says absent.
+    let known = |text: Option<String>| text.filter(|t| !t.trim().is_empty());
+    let Some(name) = known(profile.name) else {
         return Ok(None);
     };
     Ok(Some(Company {
         symbol: symbol.to_string(),
         name,
-        exchange: profile.exchange,
-        currency: profile.currency,
+        exchange: known(profile.exchange),
+        currency: known(profile.currency),
         sector: None,
-        industry: profile.industry,
+        industry: known(profile.industry),
         source: SOURCE.into(),
     }))
 }
@@ -180,7 +181,9 @@ pub async fn run_profiles(
                         }
                     }
                     Ok(None) => info!("finnhub: no company profile for {symbol}"),
-                    Err(reason) => emitter.dead_letter(SOURCE, &reason, &body),
+                    Err(reason) => {
+                        emitter.dead_letter(SOURCE, RejectCode::ProviderMalformed, &reason, &body)
+                    }
                 },
                 Ok(HttpOutcome::RateLimited(wait)) => {
                     warn!("finnhub: HTTP 429 on profile2, waiting {wait:?} as Retry-After asks");
@@ -190,6 +193,7 @@ pub async fn run_profiles(
                 Ok(HttpOutcome::Status(status, body)) => {
                     emitter.dead_letter(
                         SOURCE,
+                        RejectCode::HttpStatus,
                         &format!("profile2 {symbol}: HTTP {status}"),
                         &body,
                     );
@@ -239,6 +243,11 @@ mod tests {
         assert_eq!(trades[0].0.ts_ms, 1_700_000_000_123);
         assert_eq!((trades[0].0.price, trades[0].0.size), (189.43, 100.0));
         assert_eq!(trades[0].0.trade_id, None);
+        assert_eq!(
+            trades[0].0.conditions.as_deref(),
+            Some(&["1".to_string(), "12".to_string()][..])
+        );
+        assert_eq!(trades[1].0.conditions, None);
         assert_eq!(trades[1].0.symbol, "BINANCE:BTCUSDT");
         assert!(
             trades[1].1.contains("0.011467"),
@@ -291,6 +300,13 @@ mod tests {
         let letters = sink.on_topic("market.deadletter.v1");
         assert_eq!(letters.len(), 1);
         assert!(letters[0].payload["raw"].as_str().unwrap().contains("-2"));
+        assert_eq!(letters[0].payload["reason_code"], "price_not_positive");
+        let trades = sink.on_topic("market.trades.v1");
+        assert_eq!(
+            trades[0].payload["trade_id"],
+            format!("~{now}:1.5:3:0"),
+            "derived id"
+        );
     }
 
     #[test]

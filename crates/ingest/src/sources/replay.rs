@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tracing::info;
 
 use crate::emitter::Emitter;
-use crate::messages::MINUTE_MS;
+use crate::messages::{RejectCode, MINUTE_MS};
 use crate::shutdown::Shutdown;
 use crate::tables::{self, BarRows, TableKind, TradeRows};
 use crate::validation::TimeCheck;
@@ -141,14 +141,18 @@ fn emit_row(table: &Table, row: usize, shift: i64, pass: i64, source: &str, emit
                 }
                 emitter.trade(&trade, None, TimeCheck::Exempt);
             }
-            Err((reason, raw)) => emitter.dead_letter(source, &reason, &raw),
+            Err((reason, raw)) => {
+                emitter.dead_letter(source, RejectCode::MissingField, &reason, &raw)
+            }
         },
         Table::Bars(rows) => match rows.row(row, source) {
             Ok(mut bar) => {
                 bar.ts_ms += shift;
                 emitter.bar(&bar, None, TimeCheck::Exempt);
             }
-            Err((reason, raw)) => emitter.dead_letter(source, &reason, &raw),
+            Err((reason, raw)) => {
+                emitter.dead_letter(source, RejectCode::MissingField, &reason, &raw)
+            }
         },
     }
 }

@@ -1,6 +1,9 @@
 //! Twelve Data: REST `time_series` 1-minute bars (backfill at start, then incremental polls within the plan's
 //! per-minute limit, never re-sending a bar: the last sent bar time is tracked per symbol) and the WebSocket
-//! price stream (`/v1/quotes/price`) whose quotes become size-0 trades. The key travels in the
+//! price stream (`/v1/quotes/price`). A price event is not a trade: it is the latest price, sampled, and one
+//! event can stand for several executions. It becomes a `tick` on the trades topic (contract: trade_kinds)
+//! whose size is the increase of the event's `day_volume` since the symbol's previous event (0 when the
+//! provider sends no day volume, for the first event, and when the day's count restarts). The key travels in the
 //! `Authorization: apikey <key>` header. Errors arrive as HTTP 200 `{"status":"error","code":..}` and are
 //! treated as errors (dead-lettered and retried by code), never as an empty series.
 
@@ -16,13 +19,13 @@ use tracing::{error, info, warn};
 
 use crate::emitter::Emitter;
 use crate::http::{self, HttpOutcome, Pacer};
-use crate::messages::{now_ms, Bar, Trade, MINUTE_MS};
+use crate::messages::{now_ms, Bar, RejectCode, Source, Trade, TradeKind, MINUTE_MS};
 use crate::shutdown::Shutdown;
 use crate::sources::finnhub::encode_query;
 use crate::validation::TimeCheck;
 use crate::ws::WsProtocol;
 
-pub const SOURCE: &str = "twelvedata";
+pub const SOURCE: &str = Source::Twelvedata.as_str();
 /// The largest `outputsize` Twelve Data serves.
 pub const MAX_OUTPUTSIZE: usize = 5000;
 
@@ -137,24 +140,21 @@ pub fn parse_time_series(requested_symbol: &str, body: &str) -> Result<Vec<Bar>,
     let mut bars = values
         .iter()
         .map(|wire| {
-            Ok(Bar {
-                source: SOURCE.into(),
-                symbol: symbol.clone(),
-                ts_ms: exchange_time_to_utc_ms(&wire.datetime, zone)
+            Ok(Bar::ohlcv(
+                SOURCE,
+                &symbol,
+                exchange_time_to_utc_ms(&wire.datetime, zone)
                     .map_err(TimeSeriesError::Malformed)?,
-                open: number("open", &wire.open)?,
-                high: number("high", &wire.high)?,
-                low: number("low", &wire.low)?,
-                close: number("close", &wire.close)?,
-                volume: wire
-                    .volume
+                number("open", &wire.open)?,
+                number("high", &wire.high)?,
+                number("low", &wire.low)?,
+                number("close", &wire.close)?,
+                wire.volume
                     .as_deref()
                     .map(|v| number("volume", v))
                     .transpose()?
                     .unwrap_or(0.0),
-                trades: None,
-                vwap: None,
-            })
+            ))
         })
         .collect::<Result<Vec<_>, TimeSeriesError>>()?;
     // The API answers newest first; downstream wants each symbol's bars in time order.
@@ -231,6 +231,7 @@ pub async fn run_rest(
                 Ok(HttpOutcome::Status(status, body)) => {
                     emitter.dead_letter(
                         SOURCE,
+                        RejectCode::HttpStatus,
                         &format!("time_series {symbol}: HTTP {status}"),
                         &body,
                     );
@@ -264,7 +265,16 @@ pub async fn run_rest(
                     index += 1;
                 }
                 Err(err) => {
-                    emitter.dead_letter(SOURCE, &format!("time_series {symbol}: {err}"), &body);
+                    let code = match err {
+                        TimeSeriesError::Provider { .. } => RejectCode::ProviderError,
+                        TimeSeriesError::Malformed(_) => RejectCode::ProviderMalformed,
+                    };
+                    emitter.dead_letter(
+                        SOURCE,
+                        code,
+                        &format!("time_series {symbol}: {err}"),
+                        &body,
+                    );
                     match err {
                         TimeSeriesError::Provider { code, .. } => {
                             match retry_policy(code, now_ms()) {
@@ -296,7 +306,11 @@ pub async fn run_rest(
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PriceEvent {
-    Quote(Trade),
+    /// A price tick (size 0) and the day's volume so far, when the provider sends it.
+    Tick {
+        tick: Trade,
+        day_volume: Option<f64>,
+    },
     Heartbeat,
     /// Subscription result: the symbols the provider refused.
     SubscribeStatus {
@@ -336,14 +350,12 @@ pub fn parse_ws_frame(text: &str) -> Result<PriceEvent, String> {
             } else {
                 timestamp.round() as i64
             };
-            Ok(PriceEvent::Quote(Trade {
-                source: SOURCE.into(),
-                symbol: symbol.to_string(),
-                ts_ms,
-                price,
-                size: 0.0,
-                trade_id: None,
-            }))
+            let mut tick = Trade::new(SOURCE, symbol, ts_ms, price, 0.0);
+            tick.kind = TradeKind::Tick;
+            Ok(PriceEvent::Tick {
+                tick,
+                day_volume: as_number(value.get("day_volume")),
+            })
         }
         "heartbeat" => Ok(PriceEvent::Heartbeat),
         "subscribe-status" => {
@@ -385,6 +397,29 @@ pub const HEARTBEAT: &str = r#"{"action":"heartbeat"}"#;
 pub struct PriceProtocol {
     pub emitter: Arc<Emitter>,
     pub symbols: Vec<String>,
+    /// Each symbol's last `day_volume`, so a tick's size is the volume since the previous one.
+    pub day_volumes: HashMap<String, f64>,
+}
+
+impl PriceProtocol {
+    pub fn new(emitter: Arc<Emitter>, symbols: Vec<String>) -> Self {
+        Self {
+            emitter,
+            symbols,
+            day_volumes: HashMap::new(),
+        }
+    }
+
+    /// The volume traded since the symbol's previous tick: 0 for the first, and when the count restarts.
+    fn volume_since_previous(&mut self, symbol: &str, day_volume: Option<f64>) -> f64 {
+        let Some(day_volume) = day_volume.filter(|v| v.is_finite() && *v >= 0.0) else {
+            return 0.0;
+        };
+        match self.day_volumes.insert(symbol.to_string(), day_volume) {
+            Some(previous) if day_volume >= previous => day_volume - previous,
+            _ => 0.0,
+        }
+    }
 }
 
 impl WsProtocol for PriceProtocol {
@@ -394,12 +429,17 @@ impl WsProtocol for PriceProtocol {
 
     fn on_text(&mut self, text: &str) -> Vec<String> {
         match parse_ws_frame(text) {
-            Ok(PriceEvent::Quote(trade)) => {
-                self.emitter.trade(&trade, Some(text), TimeCheck::Live);
+            Ok(PriceEvent::Tick {
+                mut tick,
+                day_volume,
+            }) => {
+                tick.size = self.volume_since_previous(&tick.symbol, day_volume);
+                self.emitter.trade(&tick, Some(text), TimeCheck::Live);
             }
             Ok(PriceEvent::SubscribeStatus { failed }) if !failed.is_empty() => {
                 self.emitter.dead_letter(
                     SOURCE,
+                    RejectCode::ProviderError,
                     &format!("subscription refused for {}", failed.join(",")),
                     text,
                 );
@@ -407,7 +447,7 @@ impl WsProtocol for PriceProtocol {
             Ok(PriceEvent::SubscribeStatus { .. }) => info!("twelvedata: subscription confirmed"),
             Ok(PriceEvent::Error(message)) => {
                 self.emitter
-                    .dead_letter(SOURCE, &format!("provider error: {message}"), text)
+                    .dead_letter(SOURCE, RejectCode::ProviderError, &message, text)
             }
             Ok(PriceEvent::Heartbeat | PriceEvent::Other) => {}
             Err(reason) => self.on_malformed(&reason, text),
@@ -416,7 +456,8 @@ impl WsProtocol for PriceProtocol {
     }
 
     fn on_malformed(&mut self, reason: &str, raw: &str) {
-        self.emitter.dead_letter(SOURCE, reason, raw);
+        self.emitter
+            .dead_letter(SOURCE, RejectCode::ProviderMalformed, reason, raw);
     }
 }
 
@@ -538,13 +579,14 @@ mod tests {
     #[test]
     fn websocket_frames() {
         let price = r#"{"event":"price","symbol":"AAPL","currency":"USD","exchange":"NASDAQ","mic_code":"XNAS","type":"Common Stock","timestamp":1700000000,"price":189.43,"day_volume":40123456}"#;
-        let PriceEvent::Quote(quote) = parse_ws_frame(price).unwrap() else {
-            panic!("not a quote")
+        let PriceEvent::Tick { tick, day_volume } = parse_ws_frame(price).unwrap() else {
+            panic!("not a tick")
         };
         assert_eq!(
-            (quote.ts_ms, quote.price, quote.size),
-            (1_700_000_000_000, 189.43, 0.0)
+            (tick.ts_ms, tick.price, tick.size, tick.kind),
+            (1_700_000_000_000, 189.43, 0.0, TradeKind::Tick)
         );
+        assert_eq!(day_volume, Some(40_123_456.0));
         assert_eq!(
             parse_ws_frame(r#"{"event":"heartbeat","status":"ok"}"#).unwrap(),
             PriceEvent::Heartbeat
@@ -568,21 +610,28 @@ mod tests {
     #[test]
     fn protocol_subscribes_once_with_all_symbols_and_dead_letters_refusals() {
         let (emitter, sink) = memory_emitter(&["AAPL"]);
-        let mut protocol = PriceProtocol {
-            emitter,
-            symbols: vec!["AAPL".into(), "EUR/USD".into()],
-        };
+        let mut protocol = PriceProtocol::new(emitter, vec!["AAPL".into(), "EUR/USD".into()]);
         assert_eq!(
             protocol.subscribe_messages(),
             vec![r#"{"action":"subscribe","params":{"symbols":"AAPL,EUR/USD"}}"#.to_string()]
         );
         protocol.on_text(r#"{"event":"subscribe-status","status":"ok","success":[],"fails":[{"symbol":"EUR/USD"}]}"#);
         let now_s = now_ms() / 1000;
-        protocol.on_text(&format!(
-            r#"{{"event":"price","symbol":"AAPL","timestamp":{now_s},"price":1.5}}"#
-        ));
-        assert_eq!(sink.on_topic("market.trades.v1").len(), 1);
+        for day_volume in [1000, 1250, 1250, 40] {
+            protocol.on_text(&format!(
+                r#"{{"event":"price","symbol":"AAPL","timestamp":{now_s},"price":1.5,"day_volume":{day_volume}}}"#
+            ));
+        }
+        let ticks = sink.on_topic("market.trades.v1");
+        let sizes: Vec<f64> = ticks
+            .iter()
+            .map(|t| t.payload["size"].as_f64().unwrap())
+            .collect();
+        // First tick: nothing to compare with; a smaller day volume is a new day's count.
+        assert_eq!(sizes, [0.0, 250.0, 0.0, 0.0]);
+        assert!(ticks.iter().all(|t| t.payload["kind"] == "tick"));
         let letters = sink.on_topic("market.deadletter.v1");
+        assert_eq!(letters[0].payload["reason_code"], "provider_error");
         assert!(letters[0].payload["reason"]
             .as_str()
             .unwrap()

@@ -1,0 +1,67 @@
+"""The Spark jobs' parsers against the admission corpus (contracts/corpus): every message gets the reject code
+its line expects, the code ingest gives it too (contracts/tests/corpus.rs, crates/ingest/tests). A job that
+adds, drops or reorders a rule of its own fails here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame
+
+from spark_jobs.bars_job import parse_trades
+from spark_jobs.companies_job import parse_companies
+from spark_jobs.metrics_job import parse_bars
+from sparktrends import contract
+from tests.jobs.kafka import kafka_rows
+
+CORPUS = Path(__file__).resolve().parents[2] / "contracts" / "corpus"
+
+
+def corpus(file: str) -> list[dict]:
+    """The lines of a corpus file with their raw bytes, as contracts/src/corpus.rs reads them."""
+    cases = []
+    for line in (CORPUS / file).read_text().splitlines():
+        case = json.loads(line)
+        raw = bytes.fromhex(case["raw_hex"]) if "raw_hex" in case else case["raw"].encode()
+        if "pad_bytes" in case:
+            raw = raw[:-1] + b" " * case["pad_bytes"] + raw[-1:]
+        cases.append({**case, "bytes": raw})
+    return cases
+
+
+PARSERS: dict[str, Callable[[DataFrame], DataFrame]] = {
+    "trades.jsonl": parse_trades,
+    "bars.jsonl": parse_bars,
+    "companies.jsonl": parse_companies,
+}
+
+
+@pytest.mark.parametrize("file", sorted(PARSERS))
+def test_every_corpus_message_gets_its_code_from_the_job(local_spark, file):
+    cases = corpus(file)
+    rows = kafka_rows(local_spark, [c["bytes"] for c in cases], [c["received_ms"] for c in cases])
+    parsed = PARSERS[file](rows).select("offset", "reject_code").collect()
+    got = {r["offset"]: r["reject_code"] for r in parsed}
+    mismatches = [
+        f"{c['case']}: job says {got[i]!r}, corpus {c['expect']!r}"
+        for i, c in enumerate(cases)
+        if got[i] != c["expect"]
+    ]
+    assert not mismatches, "\n".join(mismatches)
+    assert len(got) == len(cases)
+
+
+def test_every_code_the_jobs_give_is_a_contract_code(local_spark):
+    codes = {c.code for c in contract.reject_codes()}
+    seen = set()
+    for file, parse in PARSERS.items():
+        cases = corpus(file)
+        rows = kafka_rows(local_spark, [c["bytes"] for c in cases], [c["received_ms"] for c in cases])
+        seen |= {r[0] for r in parse(rows).select("reject_code").collect()}
+    assert seen - {None} <= codes
+    # The corpus reaches every code a topic consumer can give (ts_too_old is ingest's live window only).
+    consumer_codes = {c.code for c in contract.reject_codes() if c.stage != "ingest"} - {"ts_too_old"}
+    assert consumer_codes <= seen
