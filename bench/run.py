@@ -27,6 +27,7 @@ OUT = REPO / ".bench"
 # section -> (module in bench/, needs the stack)
 SECTIONS = {
     "kernels": ("kernels", False),
+    "detection_real": ("detection_real", False),
     "detection": ("detection_eval", False),
     "spark": ("spark_metrics", True),
     "pipeline": ("pipeline_e2e", True),
