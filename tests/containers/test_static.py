@@ -86,7 +86,7 @@ def test_spark_services_run_the_local_stack_classes_and_ports():
     assert master[master.index("--webui-port") + 1] == str(defaults.master_ui_port)
     assert worker[worker.index("--webui-port") + 1] == str(defaults.worker_ui_port)
     assert worker[2] == f"spark://spark-master:{defaults.master_port}"
-    assert f"{defaults.master_ui_port}:{defaults.master_ui_port}" in SERVICES["spark-master"]["ports"]
+    assert f"{LOOPBACK}:{defaults.master_ui_port}:{defaults.master_ui_port}" in SERVICES["spark-master"]["ports"]
     # Scalable workers: no fixed name, no published host port.
     assert "container_name" not in SERVICES["spark-worker"] and "ports" not in SERVICES["spark-worker"]
 
@@ -150,3 +150,20 @@ def test_health_gated_start_order():
                 assert cond["condition"] == wanted
             elif "healthcheck" in SERVICES[dep]:
                 assert cond["condition"] == "service_healthy", f"{name} -> {dep}"
+
+
+LOOPBACK = "${SPARKTRENDS_PUBLISH_ADDRESS:-127.0.0.1}"
+
+
+def test_published_ports_bind_loopback_unless_the_user_opts_in():
+    published = {name: service.get("ports", []) for name, service in SERVICES.items() if service.get("ports")}
+    assert published, "some ports are published"
+    for name, ports in published.items():
+        assert all(str(p).startswith(f"{LOOPBACK}:") for p in ports), (name, ports)
+    # Spark RPC is unauthenticated: the master's port is never published, not even on loopback.
+    assert not any(str(p).endswith(":7077") for ports in published.values() for p in ports)
+
+
+def test_the_build_context_leaves_secrets_and_state_out():
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".env", ".stack", ".venv", ".bench", "target", ".git"} <= ignored

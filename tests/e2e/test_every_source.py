@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -36,7 +37,7 @@ from tests import bars_reference
 from tests.e2e import tapes
 from tests.e2e.conftest import Pipeline
 from tests.ingest.conftest import read_topic
-from tests.ingest.fakes import FakeHttpServer, FakeWebSocketServer, HttpRequest, WsConnection, hold
+from tests.ingest.fakes import FakeHttpServer, FakeWebSocketServer, HttpRequest, WsConnection
 from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
 from tests.stack.streaming import produce
 
@@ -67,6 +68,38 @@ def now_ms() -> int:
 async def until(ms: int) -> None:
     """Sleep until the wall clock reads `ms`."""
     await asyncio.sleep(max(0.0, (ms - now_ms()) / 1000))
+
+
+class Feed:
+    """A provider's scheduled frames, played on whichever connection is current: a reconnect resumes where the
+    previous connection stopped, as the real service's stream would. Between frames the connection is kept alive
+    the way the provider does it (`keepalive`, every `every_ms`), so ingest's silence watchdog never fires
+    while the test waits for its window."""
+
+    def __init__(self, events: list[tuple[int, str]], keepalive: Callable[[WsConnection], Any], every_ms: int) -> None:
+        self.events = sorted(events, key=lambda e: e[0])
+        self.sent = 0
+        self.keepalive = keepalive
+        self.every_ms = every_ms
+
+    async def play(self, conn: WsConnection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        assert conn.ws is not None
+        next_keepalive = now_ms() + self.every_ms
+        try:
+            while True:
+                due = self.events[self.sent][0] if self.sent < len(self.events) else None
+                if due is None or next_keepalive < due:
+                    await until(next_keepalive)
+                    await self.keepalive(conn)
+                    next_keepalive = now_ms() + self.every_ms
+                    continue
+                await until(due)
+                await conn.ws.send(self.events[self.sent][1])
+                self.sent += 1
+        except ConnectionClosed:
+            return
 
 
 @dataclass
@@ -100,14 +133,9 @@ def binance(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> Call
     events = [(t.T, t.frame(BINANCE)) for t in trades if t is not withheld]
     events += [(m + MINUTE + 1_500, tapes.binance_kline(BINANCE, m, group)) for m, group in by_minute.items()]
 
-    async def script(conn: WsConnection) -> None:
-        if conn.index == 0:
-            for when, frame in sorted(events):
-                await until(when)
-                await conn.ws.send(frame)
-        await hold(conn, timeout=900)
-
-    server = FakeWebSocketServer(script).__enter__()
+    # Binance's server pings every 20 s (a protocol ping, answered by the client's pong).
+    feed = Feed(events, lambda conn: conn.ws.ping(), 20_000)
+    server = FakeWebSocketServer(feed.play).__enter__()
     pipeline.ingest(ingest_binary, "binance", "binance", "--symbols", BINANCE.lower(), "--ws-url", server.url)
 
     for minute, group in by_minute.items():
@@ -136,15 +164,13 @@ def finnhub(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> Call
     frames = tapes.finnhub_frames(scenario.start, WINDOW, skip_symbols={TWELVE_DATA})
     control = [json.loads(line) for line in (tapes.WIRE / "finnhub" / "control_frames.jsonl").read_text().splitlines()]
     events = [*frames, *[(scenario.start + 30_000 * (i + 1), frame) for i, frame in enumerate(control)]]
+    ping = json.dumps(control[0])  # Finnhub pings with a JSON frame, {"type":"ping"}
+    feed = Feed([(when, json.dumps(frame)) for when, frame in events], lambda conn: conn.ws.send(ping), 20_000)
 
     async def script(conn: WsConnection) -> None:
         for _ in FINNHUB_SYMBOLS:
             await conn.recv_json(timeout=30)
-        if conn.index == 0:
-            for when, frame in sorted(events, key=lambda e: e[0]):
-                await until(when)
-                await conn.ws.send(json.dumps(frame))
-        await hold(conn, timeout=900)
+        await feed.play(conn)
 
     profile = (tapes.WIRE / "finnhub" / "profile2_AAPL.json").read_text()
     empty = (tapes.WIRE / "finnhub" / "profile2_empty.json").read_text()
@@ -202,19 +228,20 @@ def twelvedata(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> C
     subscribed = json.loads((tapes.WIRE / "twelvedata" / "ws_control_frames.jsonl").read_text().splitlines()[0])
     template = json.loads((tapes.WIRE / "twelvedata" / "ws_price_events.jsonl").read_text().splitlines()[1])
 
+    events, day_volume = [], template["day_volume"]
+    for i, at in enumerate(range(scenario.start, scenario.end, 4_000)):
+        day_volume += 1_000 + 37 * i
+        price = float(bar_at(at // MINUTE * MINUTE)["close"]) + (i % 3 - 1) * 0.01
+        event = {**template, "symbol": TWELVE_DATA, "timestamp": at // 1000, "price": price, "day_volume": day_volume}
+        events.append((at, json.dumps(event)))
+    # The server answers the client's heartbeats; the fake sends its captured answer on the same 10 s beat.
+    heartbeat = (tapes.WIRE / "twelvedata" / "ws_control_frames.jsonl").read_text().splitlines()[2]
+    feed = Feed(events, lambda conn: conn.ws.send(heartbeat), 10_000)
+
     async def script(conn: WsConnection) -> None:
         await conn.recv_json(timeout=30)
         await conn.ws.send(json.dumps(subscribed))
-        if conn.index == 0:
-            day_volume = template["day_volume"]
-            for i, at in enumerate(range(scenario.start, scenario.end, 4_000)):
-                await until(at)
-                day_volume += 1_000 + 37 * i
-                price = float(bar_at(at // MINUTE * MINUTE)["close"]) + (i % 3 - 1) * 0.01
-                event = {**template, "symbol": TWELVE_DATA, "timestamp": at // 1000, "price": price,
-                         "day_volume": day_volume}  # fmt: skip
-                await conn.ws.send(json.dumps(event))
-        await hold(conn, timeout=900)
+        await feed.play(conn)
 
     scenario.twelvedata_bar_at = bar_at
     http, ws = FakeHttpServer(rest).__enter__(), FakeWebSocketServer(script).__enter__()

@@ -223,3 +223,49 @@ def test_bars_and_metrics_exactly_once_when_the_driver_is_killed(stack_settings,
     for col in ["open", "high", "low", "close", "volume", "vwap", "trades"]:
         pd.testing.assert_series_equal(stored[col], expected[col], check_names=False, check_dtype=False, rtol=1e-12)
     assert_same_metrics(stored_metrics(pg, symbols), expected_metrics(stored.to_dict("records")))
+
+
+@pytest.mark.timeout(600)
+def test_a_skewed_clock_cannot_make_other_symbols_trades_late(stack_settings, stack_env, kafka_topic, pg, tmp_path):
+    """1,500 trades of 10 symbols, then one trade of another symbol stamped 4 minutes ahead of its receive time (a
+    venue with a skewed clock): it is refused (contract max_future_ms), so it cannot drag the watermark forward,
+    and every one of the 1,500 is in its bar."""
+    rng = random.Random(11)
+    trades_topic, bars_topic = kafka_topic("trades"), kafka_topic("bars")
+    tag = uuid.uuid4().hex[:6].upper()
+    symbols = [f"SK{tag}{i}" for i in range(10)]
+    now = int(time.time() * 1000)
+    t0 = (now // MINUTE - 20) * MINUTE
+    trades = [
+        trade(symbols[i % 10], t0 + rng.randrange(0, 5 * MINUTE), round(100 + rng.gauss(0, 1), 4), 1.0, f"{i}")
+        for i in range(1_500)
+    ]
+    trades.sort(key=lambda t: t["ts_ms"])  # a live feed: in time order, so only the skew could make any late
+    skewed = trade(f"SKEW{tag}", now + 4 * MINUTE, 50.0, 1.0, "skewed")
+    closer = trade(symbols[0], t0 + 10 * MINUTE, 100.0, 1.0, "closer")  # closes minutes 0..4, in the past
+    args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--trigger", "1 second",
+            "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
+    job = StreamingJob("bars_job", args, stack_env)
+    try:
+        # The skewed trade and the first trades in one micro-batch, the rest in later ones: had it been accepted,
+        # the watermark would stand 3 minutes in the future and every later trade would be dropped as late.
+        first = [(t["symbol"], json.dumps(t)) for t in trades[:700]] + [(skewed["symbol"], json.dumps(skewed))]
+        produce(stack_settings.kafka_bootstrap, trades_topic, first)
+        job.wait_for("the first trades and the skewed one", lambda: job.rows_in.get("bars", 0) >= 701)
+        rest = [(t["symbol"], json.dumps(t)) for t in [*trades[700:], closer]]
+        produce(stack_settings.kafka_bootstrap, trades_topic, rest)
+        job.wait_for(
+            "the bars of the five minutes",
+            lambda: (
+                pg.execute("SELECT count(*) FROM bars_1m WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
+                >= len(reference_bars(trades))
+            ),
+            timeout=300,
+        )
+    finally:
+        job.stop()
+    counted = pg.execute("SELECT sum(trades) FROM bars_1m WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
+    assert counted == 1_500, f"{1_500 - counted} trades dropped"
+    assert job.late_dropped.get("bars", 0) == 0, job.log_tail()
+    rejected = pg.execute("SELECT reason_code FROM rejected_messages WHERE topic = %s", (trades_topic,)).fetchall()
+    assert rejected == [("ts_in_future",)]
