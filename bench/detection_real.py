@@ -174,7 +174,8 @@ def _clean(score: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(score), -np.inf, score)
 
 
-def current_detector(b: Bars) -> Output:
+def kernel_metrics(b: Bars) -> pa.RecordBatch:
+    """The shipped kernels (package defaults) on one series."""
     table = pa.table(
         {
             "ts": pa.array(b.ts * 60_000_000, type=pa.timestamp("us", tz="UTC")),
@@ -185,7 +186,11 @@ def current_detector(b: Bars) -> Output:
             "volume": b.volume,
         }
     )
-    m = sparktrends.compute_metrics(table)
+    return sparktrends.compute_metrics(table)
+
+
+def current_detector(b: Bars) -> Output:
+    m = kernel_metrics(b)
     score = m.column("anomaly_score").to_numpy(zero_copy_only=False).astype(float)
     flagged = m.column("is_anomaly").to_numpy(zero_copy_only=False)
     sev = np.array([s or "" for s in m.column("severity").to_pylist()])
@@ -196,17 +201,7 @@ def current_detector(b: Bars) -> Output:
 
 def current_price_z(b: Bars) -> Output:
     """The current detector's price-jump statistic alone: |log_ret| / vol_yz(t - 1) (warning 5.25, critical 10)."""
-    table = pa.table(
-        {
-            "ts": pa.array(b.ts * 60_000_000, type=pa.timestamp("us", tz="UTC")),
-            "open": b.open,
-            "high": b.high,
-            "low": b.low,
-            "close": b.close,
-            "volume": b.volume,
-        }
-    )
-    m = sparktrends.compute_metrics(table)
+    m = kernel_metrics(b)
     lr = m.column("log_ret").to_numpy(zero_copy_only=False).astype(float)
     yz = m.column("vol_yz").to_numpy(zero_copy_only=False).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import contracts
+from spark_jobs import contracts, detector_profiles
 from spark_jobs.common import (
     checkpoint_dir,
     interval_ms,
@@ -44,8 +44,9 @@ from spark_jobs.common import (
     start_progress_reporter,
 )
 from spark_jobs.contracts import APPLIED_HEADER, REJECT_FIELDS
+from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import BAR_FIELDS, apply_bars
-from spark_jobs.store import insert_rejects
+from spark_jobs.store import DEFAULT_REJECT_RETENTION, insert_rejects, purge_old_rejects
 from sparktrends import contract
 
 TRADE_KIND = "trade"  # contract trade_kinds: executions count in a bar's `trades`; ticks do not
@@ -177,7 +178,9 @@ def _above_shuffle(condition: Column) -> Column:
     return F.when(F.spark_partition_id() >= 0, condition)
 
 
-def publish(spark: SparkSession, bars_topic: str) -> Callable[[DataFrame, int], None]:
+def publish(
+    spark: SparkSession, bars_topic: str, profiles: DetectorProfiles | None = None
+) -> Callable[[DataFrame, int], None]:
     """foreachBatch sink, from one collect of the micro-batch's output (a few thousand bars at most; one Spark
     job per batch instead of one per destination):
     - bars into bars_1m and their metrics (metrics_store.apply_bars, the metrics job's own code), then onto
@@ -189,7 +192,7 @@ def publish(spark: SparkSession, bars_topic: str) -> Callable[[DataFrame, int], 
     def write(batch: DataFrame, batch_id: int) -> None:
         rows = batch.select("kind", "key", "value", *REJECT_FIELDS).collect()
         bars = [(r["key"], r["value"]) for r in rows if r["kind"] == BAR]
-        result = apply_bars(spark, [json.loads(value) for _, value in bars])  # to_json leaves nulls out
+        result = apply_bars(spark, [json.loads(value) for _, value in bars], profiles=profiles)  # to_json omits nulls
         produce(bars_topic, bars, headers={APPLIED_HEADER: "bars_job"})
         insert_rejects("bars_job", [r for r in rows if r["kind"] == REJECT])
         if bars:
@@ -217,7 +220,14 @@ def main() -> None:
     parser.add_argument("--starting-offsets", default="earliest")
     parser.add_argument("--checkpoint", default=None, help="checkpoint root (default $SPARKTRENDS_CHECKPOINTS)")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
+    parser.add_argument(
+        "--reject-retention", default=DEFAULT_REJECT_RETENTION, help="keep rejected_messages rows this long"
+    )
+    detector_profiles.add_argument(parser)
     args = parser.parse_args()
+    profiles = detector_profiles.load(args.detector_config)
+    purged = purge_old_rejects(args.reject_retention)
+    print(f"[bars] purged {purged} rejected message(s) older than {args.reject_retention}", flush=True)
 
     spark = spark_session("sparktrends-bars")
     # See bar_and_reject_records: both branches must read the whole `trade` struct.
@@ -231,7 +241,7 @@ def main() -> None:
     )
     query = (
         records.writeStream.queryName("bars")
-        .foreachBatch(publish(spark, args.bars_topic))
+        .foreachBatch(publish(spark, args.bars_topic, profiles))
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "bars"))
         .outputMode("append")
         .trigger(**paced_trigger(spark))

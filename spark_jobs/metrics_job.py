@@ -21,9 +21,10 @@ import time
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import contracts
+from spark_jobs import contracts, detector_profiles
 from spark_jobs.common import checkpoint_dir, interval_ms, read_kafka_stream, spark_session, start_progress_reporter
 from spark_jobs.contracts import REJECT_FIELDS
+from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import (
     BAR_FIELDS,
     DEFAULT_DRIVER_MAX_ROWS,
@@ -58,10 +59,13 @@ def latest_bars(records: list[Row]) -> list[dict]:
 class MetricsBatch:
     """foreachBatch function of the metrics query."""
 
-    def __init__(self, spark: SparkSession, warmup_bars: int, driver_max_rows: int) -> None:
+    def __init__(
+        self, spark: SparkSession, warmup_bars: int, driver_max_rows: int, profiles: DetectorProfiles | None = None
+    ) -> None:
         self.spark = spark
         self.warmup_bars = warmup_bars
         self.driver_max_rows = driver_max_rows
+        self.profiles = profiles
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -73,7 +77,7 @@ class MetricsBatch:
         collected = time.monotonic()
         if not bars:
             return
-        result = apply_bars(self.spark, bars, self.warmup_bars, self.driver_max_rows)
+        result = apply_bars(self.spark, bars, self.warmup_bars, self.driver_max_rows, self.profiles)
         done = time.monotonic()
         print(
             f"[metrics] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--starting-offsets", default="earliest")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
+    detector_profiles.add_argument(parser)
     args = parser.parse_args()
 
     spark = spark_session("sparktrends-metrics")
@@ -120,7 +125,9 @@ def main() -> None:
     )
     query = (
         observed.writeStream.queryName("metrics")
-        .foreachBatch(MetricsBatch(spark, args.warmup_bars, args.driver_max_rows))
+        .foreachBatch(
+            MetricsBatch(spark, args.warmup_bars, args.driver_max_rows, detector_profiles.load(args.detector_config))
+        )
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "metrics"))
         .trigger(processingTime=f"{interval_ms(args.trigger)} milliseconds")
         .start()

@@ -23,6 +23,7 @@ import datetime as dt
 import io
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -36,6 +37,7 @@ from pyspark.sql.types import StructType
 
 import sparktrends
 from spark_jobs.common import jdbc_options
+from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.store import pg_connect
 from sparktrends import contract
 
@@ -63,15 +65,23 @@ def output_schema() -> StructType:
     return from_arrow_schema(sparktrends.METRICS_SCHEMA)
 
 
-def compute_symbol(table: pa.Table) -> pa.Table:
-    """applyInArrow function, run on the executors: one symbol's bars (warm-up included) -> its metrics from
-    `emit_from` (the symbol's earliest changed bar) on."""
-    if table.num_rows == 0:
-        return sparktrends.METRICS_SCHEMA.empty_table()
-    emit_from = table.column("emit_from")[0]
-    metrics = sparktrends.apply_in_arrow(table.drop_columns(["emit_from"]))
-    ts = metrics.column("ts")
-    return metrics.filter(pc.greater_equal(ts, emit_from.cast(ts.type)))
+def symbol_computer(profiles: DetectorProfiles) -> Callable[[pa.Table], pa.Table]:
+    """The applyInArrow function, run on the executors: one symbol's bars (warm-up included) -> its metrics, with
+    its detector profile, from `emit_from` (the symbol's earliest changed bar) on. Closes over plain dicts only."""
+
+    def compute_symbol(table: pa.Table) -> pa.Table:
+        if table.num_rows == 0:
+            return sparktrends.METRICS_SCHEMA.empty_table()
+        emit_from = table.column("emit_from")[0]
+        settings = profiles.settings_for(table.column("symbol")[0].as_py())
+        metrics = sparktrends.apply_in_arrow_with(table.drop_columns(["emit_from"]), settings)
+        ts = metrics.column("ts")
+        return metrics.filter(pc.greater_equal(ts, emit_from.cast(ts.type)))
+
+    return compute_symbol
+
+
+compute_symbol = symbol_computer(DetectorProfiles())  # the package defaults
 
 
 def _scope_sql(scope: dict[str, dt.datetime]) -> str:
@@ -132,17 +142,28 @@ def read_bars_arrow(conn: psycopg.Connection, query: str) -> pa.Table:
     )
 
 
-def compute_in_driver(bars: pa.Table) -> pa.Table:
+def compute_in_driver(bars: pa.Table, profiles: DetectorProfiles | None = None) -> pa.Table:
     """The metrics of every symbol in `bars` (warm-up included), from each symbol's `emit_from` on: the kernels
-    of compute_symbol, run over all symbols at once (MetricsStream keeps each symbol's state apart)."""
+    of compute_symbol, run over all symbols of one detector profile at once (MetricsStream keeps each symbol's
+    state apart)."""
     if bars.num_rows == 0:
         return sparktrends.METRICS_SCHEMA.empty_table()
+    profiles = profiles or DetectorProfiles()
     bars = bars.sort_by([("symbol", "ascending"), ("ts", "ascending")])
-    metrics = pa.Table.from_batches(
-        sparktrends.map_in_arrow(bars.drop_columns(["emit_from"]).to_batches()), schema=sparktrends.METRICS_SCHEMA
-    )
-    # map_in_arrow keeps the input's row order, so the bars' emit_from lines up with the metrics rows.
-    return metrics.filter(pc.greater_equal(metrics.column("ts"), bars.column("emit_from")))
+    by_profile: dict[str, list[str]] = {}
+    for symbol in pc.unique(bars.column("symbol")).to_pylist():
+        by_profile.setdefault(profiles.profile_of(symbol), []).append(symbol)
+    parts = []
+    for symbols in by_profile.values():
+        part = bars.filter(pc.is_in(bars.column("symbol"), pa.array(symbols)))
+        settings = profiles.settings_for(symbols[0])
+        metrics = pa.Table.from_batches(
+            sparktrends.map_in_arrow_with(part.drop_columns(["emit_from"]).to_batches(), settings),
+            schema=sparktrends.METRICS_SCHEMA,
+        )
+        # map_in_arrow keeps the input's row order, so the bars' emit_from lines up with the metrics rows.
+        parts.append(metrics.filter(pc.greater_equal(metrics.column("ts"), part.column("emit_from"))))
+    return pa.concat_tables(parts)
 
 
 MERGE_METRICS = f"""
@@ -194,6 +215,7 @@ def recompute(
     warmup_bars: int = DEFAULT_WARMUP_BARS,
     until: dt.datetime | None = None,
     driver_max_rows: int = 0,
+    profiles: DetectorProfiles | None = None,
 ) -> RecomputeResult:
     """Recompute and merge the metrics of every symbol in `scope` from its earliest changed bar on; in the
     driver when the bars to read (warm-up included) are at most `driver_max_rows`, else on the cluster."""
@@ -209,10 +231,11 @@ def recompute(
             (bars_read,) = conn.execute(f"SELECT count(*) FROM ({query}) q").fetchone() or (0,)
             if bars_read <= driver_max_rows:
                 ran_on = "driver"
-                _stage(conn, run_id, compute_in_driver(read_bars_arrow(conn, query)))
+                _stage(conn, run_id, compute_in_driver(read_bars_arrow(conn, query), profiles))
         if ran_on == "cluster":
             bars = bars_with_warmup(spark, scope, warmup_bars, until)
-            metrics = bars.groupBy("symbol").applyInArrow(compute_symbol, output_schema())
+            compute = symbol_computer(profiles or DetectorProfiles())
+            metrics = bars.groupBy("symbol").applyInArrow(compute, output_schema())
             staged = metrics.select(*STAGED_COLUMNS).withColumn("run_id", F.lit(run_id))
             staged.write.format("jdbc").options(**jdbc_options()).option("dbtable", "metrics_staging").mode(
                 "append"
@@ -285,6 +308,7 @@ def apply_bars(
     bars: list[dict],
     warmup_bars: int = DEFAULT_WARMUP_BARS,
     driver_max_rows: int = DEFAULT_DRIVER_MAX_ROWS,
+    profiles: DetectorProfiles | None = None,
 ) -> RecomputeResult:
     """Closed bars (dicts of BAR_FIELDS, as the bars topic carries them) into bar_versions and, by the origin
     rule, bars_1m; then the metrics of each symbol whose bar of record changed, from its earliest changed bar
@@ -299,7 +323,7 @@ def apply_bars(
     scope: dict[str, dt.datetime] = {}
     for symbol, ts in changed:
         scope[symbol] = min(scope.get(symbol, ts), ts)
-    return recompute(spark, scope, warmup_bars, driver_max_rows=driver_max_rows)
+    return recompute(spark, scope, warmup_bars, driver_max_rows=driver_max_rows, profiles=profiles)
 
 
 def _stage(conn: psycopg.Connection, run_id: str, metrics: pa.Table) -> None:

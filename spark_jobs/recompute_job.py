@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
+from spark_jobs import detector_profiles
 from spark_jobs.common import spark_session
 from spark_jobs.metrics_store import DEFAULT_WARMUP_BARS, recompute
 from spark_jobs.store import pg_connect
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--from", dest="start", type=parse_time, help="first bar to recompute (default: first)")
     parser.add_argument("--to", dest="end", type=parse_time, help="last bar to recompute (default: last)")
     parser.add_argument("--warmup-bars", type=int, default=DEFAULT_WARMUP_BARS)
+    detector_profiles.add_argument(parser)
     args = parser.parse_args()
 
     with pg_connect() as conn:
@@ -37,7 +39,9 @@ def main() -> None:
         ).fetchall()
     scope = {symbol: earliest for symbol, earliest in rows}
     spark = spark_session("sparktrends-recompute")
-    result = recompute(spark, scope, args.warmup_bars, until=args.end)
+    result = recompute(
+        spark, scope, args.warmup_bars, until=args.end, profiles=detector_profiles.load(args.detector_config)
+    )
     print(
         f"recompute: {result.symbols} symbols, {result.metric_rows} metric rows, "
         f"{result.new_anomalies} new anomalies in {result.seconds:.1f}s on the {result.ran_on}",

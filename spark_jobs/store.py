@@ -38,6 +38,20 @@ def insert_rejects(source: str, rows: Sequence[Any]) -> None:
         )
 
 
+# How long refused messages are kept for inspection by default: long enough to look into a week-old incident,
+# short enough that a flood of bad input cannot grow the table without bound (the topics keep the raw bytes
+# for their own retention, contracts/topics.json).
+DEFAULT_REJECT_RETENTION = "30 days"
+
+
+def purge_old_rejects(max_age: str = DEFAULT_REJECT_RETENTION) -> int:
+    """Delete rejected_messages rows older than `max_age` (a PostgreSQL interval); returns how many went."""
+    with pg_connect() as conn:
+        return conn.execute(
+            "DELETE FROM rejected_messages WHERE received_at < now() - %s::interval", (max_age,)
+        ).rowcount
+
+
 def upsert(
     conn: psycopg.Connection,
     table: str,

@@ -105,3 +105,20 @@ def test_recomputations_of_one_symbol_wait_for_each_other(stack_env, pg, monkeyp
     assert finished.wait(60)
     worker.join()
     assert metrics_rows() == 40
+
+
+def test_rejected_messages_are_kept_for_their_retention_only(stack_env, pg, monkeypatch) -> None:
+    from spark_jobs.store import purge_old_rejects
+
+    for name in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        monkeypatch.setenv(name, stack_env[name])
+    topic = f"retention.{uuid.uuid4().hex[:8]}"
+    pg.execute(
+        'INSERT INTO rejected_messages (source, topic, "partition", "offset", reason_code, reason, raw, received_at) '
+        "VALUES ('bars_job', %s, 0, 1, 'malformed_json', 'x', '{', now() - interval '31 days'), "
+        "('bars_job', %s, 0, 2, 'malformed_json', 'x', '{', now() - interval '29 days')",
+        (topic, topic),
+    )
+    assert purge_old_rejects("30 days") >= 1
+    kept = pg.execute('SELECT "offset" FROM rejected_messages WHERE topic = %s', (topic,)).fetchall()
+    assert kept == [(2,)]
