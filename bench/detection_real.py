@@ -4,18 +4,18 @@
 
 The bars are the 18 real series of `bench/real_bars.py` (see bench/data/README.md). In one run it reports:
 
-1. the false-alarm load of the current detector (`sparktrends.compute_metrics`, package defaults) on the
-   un-injected bars: flagged bars per 1,000 and Slack messages per symbol per trading day after the alerter's
-   grouping and 300 s per-symbol cooldown (crates/alerter/src/plan.rs), per asset class and session, and the top
-   5 alerts per series with the 5 bars before and after each;
+1. the false-alarm load of the shipped detector (`sparktrends.compute_metrics` with each series' asset-class profile,
+   as the jobs run it) on the un-injected bars: flagged bars per 1,000 and Slack messages per symbol per trading
+   day after the alerter's grouping and 300 s per-symbol cooldown (crates/alerter/src/plan.rs), per asset class
+   and session, and the top 5 alerts per series with the 5 bars before and after each;
 2. recall, delay and precision on anomalies injected into the real background (level shifts of k sigma, volume
    x m, volatility x f for 60 minutes), one kind and size per run, several seeds;
-3. the same for baselines (rolling return z, EWMA return z, rolling volume z) and for numpy prototypes of a
-   redesigned detector, each thresholded to the current detector's false-alarm rate on the clean bars, and again
-   at a budget of 1 flagged bar per 1,000.
+3. the same for baselines (rolling return z, EWMA return z, rolling volume z, the first detector's price z) and
+   for the numpy prototypes the design was chosen from, each thresholded to the shipped detector's false-alarm
+   rate on the clean bars, and again at a budget of 1 flagged bar per 1,000.
 
 Every detector is a per-bar score; it flags a bar when score >= threshold. "Equal false-alarm rate" means the
-threshold that flags the same share of the pooled clean bars as the current detector does at its defaults.
+threshold that flags the same share of the pooled clean bars as the shipped detector does at its defaults.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ import pyarrow as pa
 import sparktrends
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import real_bars
+
+from spark_jobs.detector_profiles import ASSET_CLASSES, parse
 
 MAX_GAP_MIN = 15  # same as the detector's max_gap: a longer gap starts a new segment (no return across it)
 COOLDOWN_S = 300
@@ -60,6 +63,7 @@ SEV_RANK = {"": 0, "warning": 1, "critical": 2}
 class Bars:
     id: str
     asset_class: str
+    ticker: str  # the symbol as our sources write it, which picks its detector profile (spark_jobs/detector_profiles)
     ts: np.ndarray  # int64 minutes since epoch (bar start)
     open: np.ndarray
     high: np.ndarray
@@ -75,7 +79,8 @@ class Bars:
         self.new_segment = gap > MAX_GAP_MIN
 
     def replace(self, **arrays: np.ndarray) -> Bars:
-        fields = {k: getattr(self, k) for k in ("id", "asset_class", "ts", "open", "high", "low", "close", "volume")}
+        names = ("id", "asset_class", "ticker", "ts", "open", "high", "low", "close", "volume")
+        fields = {k: getattr(self, k) for k in names}
         fields.update(arrays)
         return Bars(**fields, session=self.session, day=self.day)  # type: ignore[arg-type]
 
@@ -102,6 +107,7 @@ def load_all() -> list[Bars]:
             Bars(
                 id=sid,
                 asset_class=info.asset_class,
+                ticker=info.symbol.split()[0],
                 ts=(ts.astype("int64") // 60_000_000_000).to_numpy(),
                 open=frame["open"].to_numpy(),
                 high=frame["high"].to_numpy(),
@@ -140,11 +146,14 @@ class Output:
     critical_ratio: float = 0.0
     episode: int = 0
     kind: np.ndarray | None = None  # candidates: the component that gives the score (jump / volume / regime)
+    alerted: np.ndarray | None = None  # the shipped kernel: its own decision at its defaults (threshold 1)
 
     def critical_at(self, thr: float) -> np.ndarray:
         return self.score >= self.critical_ratio * thr if self.critical_ratio else self.critical
 
     def flag(self, thr: float) -> np.ndarray:
+        if self.alerted is not None and thr == 1.0:
+            return self.alerted
         raw = self.score >= thr
         if not self.episode:
             return raw
@@ -174,8 +183,13 @@ def _clean(score: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(score), -np.inf, score)
 
 
-def kernel_metrics(b: Bars) -> pa.RecordBatch:
-    """The shipped kernels (package defaults) on one series."""
+PROFILES = parse(ASSET_CLASSES)
+KERNEL_KINDS = {"price_jump": "jump", "volume_spike": "volume", "vol_regime_shift": "regime"}
+
+
+def kernel_metrics(b: Bars, profiles: bool = True) -> pa.RecordBatch:
+    """The shipped kernels on one series, with the series' asset-class profile (what the jobs run without a
+    --detector-config) or the package defaults."""
     table = pa.table(
         {
             "ts": pa.array(b.ts * 60_000_000, type=pa.timestamp("us", tz="UTC")),
@@ -186,22 +200,28 @@ def kernel_metrics(b: Bars) -> pa.RecordBatch:
             "volume": b.volume,
         }
     )
-    return sparktrends.compute_metrics(table)
+    return sparktrends.compute_metrics(table, PROFILES.settings_for(b.ticker) if profiles else None)
 
 
-def current_detector(b: Bars) -> Output:
-    m = kernel_metrics(b)
-    score = m.column("anomaly_score").to_numpy(zero_copy_only=False).astype(float)
-    flagged = m.column("is_anomaly").to_numpy(zero_copy_only=False)
-    sev = np.array([s or "" for s in m.column("severity").to_pylist()])
-    # The score is max(statistic / warning); keep the package's own decision at the defaults (score 1 == warning).
-    score = np.where(flagged, np.maximum(score, 1.0), np.minimum(score, np.nextafter(1.0, 0.0)))
-    return Output(_clean(score), sev == "critical")
+def shipped_detector(b: Bars, profiles: bool = True) -> Output:
+    """The kernel's detector. At its defaults its own decision (session mute and one alert per episode included);
+    at a matched threshold its raw anomaly_score, with the prototypes' bar-based session mute and no episode rule,
+    as for the candidates."""
+    m = kernel_metrics(b, profiles)
+    score = _clean(m.column("anomaly_score").to_numpy(zero_copy_only=False).astype(float))
+    alerted = m.column("is_anomaly").to_numpy(zero_copy_only=False).astype(bool)
+    labels = m.column("anomaly_kinds").to_pylist()
+    kind = np.array([KERNEL_KINDS[k.split(",")[0]] if k else "" for k in labels])
+    if profiles:
+        score = np.where(session_mute(b), -np.inf, score)
+    critical = np.array([s == "critical" for s in m.column("severity").to_pylist()])
+    return Output(score, critical, critical_ratio=2.0, kind=kind, alerted=alerted)
 
 
-def current_price_z(b: Bars) -> Output:
-    """The current detector's price-jump statistic alone: |log_ret| / vol_yz(t - 1) (warning 5.25, critical 10)."""
-    m = kernel_metrics(b)
+def first_price_z(b: Bars) -> Output:
+    """The first detector's price-jump statistic (issue 13's starting point): |log_ret| / vol_yz(t - 1), over its
+    warning threshold 5.25. Both columns are still metrics."""
+    m = kernel_metrics(b, profiles=False)
     lr = m.column("log_ret").to_numpy(zero_copy_only=False).astype(float)
     yz = m.column("vol_yz").to_numpy(zero_copy_only=False).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -259,7 +279,7 @@ def mix_scale(r: np.ndarray, lam: float = 0.94, long: int = 1440, floor_share: f
     return np.fmax(np.sqrt(var.shift(1).to_numpy()), floor_share * long_rms)
 
 
-def cand_jump(b: Bars, scale: str = "mix", confirm: str = "level") -> np.ndarray:
+def cand_jump(b: Bars, scale: str = "mix", confirm: str = "level", long: int = 1440) -> np.ndarray:
     """Jump statistic over sigma_hat(t - 1).
 
     - "none": |r_t| / sigma_hat, at t.
@@ -268,7 +288,7 @@ def cand_jump(b: Bars, scale: str = "mix", confirm: str = "level") -> np.ndarray
       d1 = c_{t+1} - m: min(|d0|, |d1|) / sigma_hat, 0 when d0 and d1 differ in sign. The price must leave the level
       of the three bars before and stay there one bar; a single print at t - 1 that bar t undoes scores ~0."""
     r = log_returns(b)
-    sig = mix_scale(r) if scale == "mix" else tick_scale(b, r)
+    sig = mix_scale(r, long=long) if scale == "mix" else tick_scale(b, r)
     with np.errstate(divide="ignore", invalid="ignore"):
         if confirm == "none":
             return np.abs(r) / sig
@@ -312,12 +332,21 @@ def cand_volume(b: Bars, window: int = 30, floor: float = 0.3) -> np.ndarray:
     return (x - mu) / np.fmax(sd, floor)
 
 
-def cand_regime(b: Bars, short: int = 30) -> np.ndarray:
+def cand_regime(b: Bars, short: int = 30, long: int = 1440, trim: int = 0) -> np.ndarray:
     """sqrt(mean r^2 over the `short` returns ending at t) / sigma_hat(t - short): the scale known just before the
-    short window starts, so the new regime does not dilute its own baseline."""
+    short window starts, so the new regime does not dilute its own baseline. `trim`: leave out the window's `trim`
+    largest r^2, so that one jump (or a print and its reversal, with 2) cannot make a regime on its own."""
     r = log_returns(b)
-    sig = mix_scale(r)
-    ms = pd.Series(r * r).rolling(short, min_periods=short).mean().to_numpy()
+    sig = mix_scale(r, long=long)
+    sq = pd.Series(r * r)
+    ms = sq.rolling(short, min_periods=short).mean().to_numpy()
+    if trim:
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        win = np.sort(sliding_window_view(np.nan_to_num(sq.to_numpy(), nan=np.nan), short), axis=1)
+        kept = np.nanmean(win[:, : short - trim], axis=1)
+        kept[np.isnan(win).any(axis=1)] = np.nan
+        ms = np.concatenate([np.full(short - 1, np.nan), kept])
     base = np.concatenate([np.full(short - 1, np.nan), sig[: len(sig) - short + 1]])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(ms) / base
@@ -349,20 +378,22 @@ class Candidate:
 
     tj: float = 5.5
     tv: float = 6.5
-    tr: float = 5.0
+    tr: float = 4.5
     scale: str = "mix"
     confirm: str = "level"
     episode: int = 30  # one alert per episode: see Output.flag
     mute: bool = True
     critical: float = 2.0
     kinds: tuple[str, ...] = ("jump", "volume", "regime")
+    long: int = 480  # bars of the scale floor's RMS (480 + 30 + 1 fit the jobs' warm-up)
+    trim: int = 2  # largest squared returns left out of the regime window
 
     def __call__(self, b: Bars) -> Output:
         n = len(b.ts)
         nan = np.full(n, np.nan)
-        jump = cand_jump(b, self.scale, self.confirm) / self.tj if "jump" in self.kinds else nan
+        jump = cand_jump(b, self.scale, self.confirm, self.long) / self.tj if "jump" in self.kinds else nan
         vol = cand_volume(b) / self.tv if "volume" in self.kinds else nan
-        reg = cand_regime(b) / self.tr if "regime" in self.kinds else nan
+        reg = cand_regime(b, long=self.long, trim=self.trim) / self.tr if "regime" in self.kinds else nan
         parts = np.vstack([_clean(jump), _clean(vol), _clean(reg)])
         kind = np.array(["jump", "volume", "regime"])[np.argmax(parts, axis=0)]
         score = parts.max(axis=0)
@@ -500,10 +531,11 @@ def load_table(data: list[Bars], outs: list[Output], thr: float, at_default: boo
 def top_alerts(b: Bars, o: Output, n: int = 5, lag: int = 0) -> list[dict[str, Any]]:
     """The n highest-scored bars (at least 30 bars apart) with the bars t-5..t+5 around the event bar t, which is
     `lag` bars before the flagged bar (1 for the candidates: a confirmed jump at t is flagged at t + 1)."""
-    order = np.argsort(-o.score, kind="stable")
+    ranked = o.score if o.alerted is None else np.where(o.alerted, o.score, -np.inf)
+    order = np.argsort(-ranked, kind="stable")
     picked: list[int] = []
     for i in order:
-        if not np.isfinite(o.score[i]) and o.score[i] < 0:
+        if not np.isfinite(ranked[i]) and ranked[i] < 0:
             break
         if all(abs(i - j) >= 30 for j in picked):
             picked.append(int(i))
@@ -626,26 +658,28 @@ def score_injected(
 # ------------------------------------------------------------------------------------------------------ main
 
 
-BEST = "cand D (defaults)"
+REFERENCE = "shipped (defaults)"  # the kernel as the jobs run it; "equal_far" matches its false-alarm rate
+BEST = "prototype D (numpy)"
 
 
 def detectors() -> dict[str, Detector]:
     return {
-        "current (defaults)": current_detector,
-        "current price_z only": current_price_z,
+        REFERENCE: shipped_detector,
+        "shipped, no session profiles": lambda b: shipped_detector(b, profiles=False),
+        "first detector's price_z": first_price_z,
         "baseline return z30": return_z,
         "baseline EWMA z": ewma_z,
         "baseline volume z30": volume_z,
-        "cand T jump: RMS120+tick floor, next-bar confirm": Candidate(
+        "prototype T jump: RMS120+tick floor, next-bar confirm": Candidate(
             scale="tick", confirm="next", kinds=("jump",), mute=False
         ),
-        "cand D jump, unconfirmed": Candidate(confirm="none", kinds=("jump",), mute=False),
-        "cand D jump, next-bar confirm": Candidate(confirm="next", kinds=("jump",), mute=False),
-        "cand D jump (level confirm)": Candidate(kinds=("jump",), mute=False),
-        "cand D regime": Candidate(kinds=("regime",), mute=False),
-        "cand D volume": Candidate(kinds=("volume",), mute=False),
-        "cand D, no mute/episode": Candidate(mute=False, episode=0),
-        "cand D, next-bar confirm": Candidate(confirm="next"),
+        "prototype D jump, unconfirmed": Candidate(confirm="none", kinds=("jump",), mute=False),
+        "prototype D jump, next-bar confirm": Candidate(confirm="next", kinds=("jump",), mute=False),
+        "prototype D jump (level confirm)": Candidate(kinds=("jump",), mute=False),
+        "prototype D regime, untrimmed": Candidate(kinds=("regime",), mute=False, trim=0),
+        "prototype D regime": Candidate(kinds=("regime",), mute=False),
+        "prototype D volume": Candidate(kinds=("volume",), mute=False),
+        "prototype D, long floor 1440": Candidate(long=1440),
         BEST: Candidate(),
     }
 
@@ -666,11 +700,11 @@ def _evaluate(seeds: int, log: Callable[[str], None]) -> dict[str, Any]:
     log(f"clean scores of {len(dets)} detectors on {n_bars:,} bars: {time.monotonic() - started:.0f}s")
 
     cur_thr = 1.0
-    cur_far = load_table(data, clean_out["current (defaults)"], cur_thr, True)["all"]["flags_per_1000"]
+    cur_far = load_table(data, clean_out[REFERENCE], cur_thr, True)["all"]["flags_per_1000"]
     thresholds: dict[str, dict[str, float]] = {}
     for name in dets:
         thresholds[name] = {
-            "default": 1.0 if name.startswith(("current", "cand")) else float("nan"),
+            "default": 1.0 if name.startswith(("shipped", "prototype")) else float("nan"),
             "equal_far": threshold_for(clean_out[name], cur_far),
             "budget_1": threshold_for(clean_out[name], BUDGET_1),
         }
@@ -683,8 +717,8 @@ def _evaluate(seeds: int, log: Callable[[str], None]) -> dict[str, Any]:
             if np.isfinite(thr)
         }
     tops = {}
-    for name in ("current (defaults)", BEST):
-        tops[name] = {b.id: top_alerts(b, o, lag=int(name == BEST)) for b, o in zip(data, clean_out[name])}
+    for name in (REFERENCE, "first detector's price_z"):
+        tops[name] = {b.id: top_alerts(b, o, lag=1) for b, o in zip(data, clean_out[name])}
     log(f"loads and top alerts: {time.monotonic() - started:.0f}s")
 
     injected: dict[str, Any] = {}
@@ -756,8 +790,8 @@ def fmt(x: float) -> str:
 
 def report(res: dict[str, Any]) -> str:
     lines = [f"{res['bars']:,} bars, {res['series']} series, {res['seeds']} seeds, {res['seconds']:.0f}s"]
-    lines.append(f"current detector at defaults: {res['current_far_per_1000']:.2f} flagged bars per 1,000")
-    keys = [k for k in res["load"]["current (defaults)"]["default"] if not k.startswith("series:")]
+    lines.append(f"shipped detector at defaults: {res['current_far_per_1000']:.2f} flagged bars per 1,000")
+    keys = [k for k in res["load"][REFERENCE]["default"] if not k.startswith("series:")]
     lines.append("\n## Load on clean bars: flagged/1000 | msgs/symbol/day\n")
     lines.append("| detector | threshold | " + " | ".join(keys) + " |")
     lines.append("|---|---|" + "---:|" * len(keys))
@@ -770,10 +804,10 @@ def report(res: dict[str, Any]) -> str:
             thr = res["thresholds"][name][label]
             lines.append(f"| {name} | {label} ({thr:.3g}) | " + " | ".join(cells) + " |")
     lines.append("\n## Messages per symbol per trading day, by series, at each detector's defaults\n")
-    series_keys = [k for k in res["load"]["current (defaults)"]["default"] if k.startswith("series:")]
+    series_keys = [k for k in res["load"][REFERENCE]["default"] if k.startswith("series:")]
     lines.append("| detector | " + " | ".join(k.split(":", 1)[1] for k in series_keys) + " |")
     lines.append("|---|" + "---:|" * len(series_keys))
-    for name in ("current (defaults)", BEST):
+    for name in (REFERENCE, "shipped, no session profiles", BEST):
         table = res["load"][name]["default"]
         lines.append(f"| {name} | " + " | ".join(f"{table[k]['msgs_per_symbol_day']:.2f}" for k in series_keys) + " |")
     for label in ("equal_far", "budget_1", "default"):

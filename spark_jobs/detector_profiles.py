@@ -4,10 +4,11 @@
 
 The file names profiles (any `MetricsConfig` keyword: windows, lambda, gap, the *_warning/*_critical thresholds),
 and says which symbols use which, by exact name or shell-style pattern (`*USDT`), first match wins; `default`
-applies to the rest. Without a file every symbol runs the package defaults. Every job that computes metrics
+applies to the rest. Without a file the jobs run `ASSET_CLASSES` (below): crypto and unknown symbols the package
+defaults, equities and futures their exchange's session. Every job that computes metrics
 (bars, metrics, recompute) takes the same file, so a symbol's metrics are the same whichever job wrote them.
 
-    {"profiles": {"crypto": {"price_z_warning": 6.0}, "equity": {"volume_z_warning": 5.0}},
+    {"profiles": {"crypto": {"price_z_warning": 6.0}, "equity": {"session": "America/New_York 09:30-16:00"}},
      "symbols": {"BTCUSDT": "crypto", "*USDT": "crypto", "AAPL": "equity"},
      "default": {}}
 """
@@ -26,6 +27,30 @@ import sparktrends
 
 ENV = "SPARKTRENDS_DETECTOR_CONFIG"
 
+# The profiles the jobs run without a file: the detector's defaults for markets that never close (crypto, and the
+# synthetic market), and regular hours for exchanges that do, so their open and close minutes and extended-hours
+# prints are not alerted (measured on real bars: docs/detection_real.md). A symbol matches its exchange by the
+# forms our sources use: Binance pairs (BTCUSDT), Finnhub and Twelve Data tickers (AAPL, AZN.L, 9988.HK), CME
+# roots (ES, ESZ5). Plain 1-5 letter tickers are taken for US-listed equities; anything else runs around the clock.
+ASSET_CLASSES: dict[str, Any] = {
+    "profiles": {
+        "crypto": {},
+        "us_equity": {"session": "America/New_York 09:30-16:00"},
+        "lse_equity": {"session": "Europe/London 08:00-16:30"},
+        "hkex_equity": {"session": "Asia/Hong_Kong 09:30-12:00,13:00-16:00"},
+        # Futures trade overnight: only the regular session's open and close minutes are muted.
+        "cme_equity_index": {"session": "America/Chicago 08:30-15:15", "mute_outside_session": False},
+    },
+    "symbols": {
+        **{pattern: "crypto" for pattern in ("*USDT", "*USDC", "*BTC", "*ETH", "*/*", "BINANCE:*")},
+        **{pattern: "cme_equity_index" for pattern in ("ES", "ES[FGHJKMNQUVXZ][0-9]", "MES", "NQ", "MNQ")},
+        "*.L": "lse_equity",
+        "*.HK": "hkex_equity",
+        **{"[A-Z]" * n: "us_equity" for n in range(1, 6)},
+    },
+    "default": {},
+}
+
 
 @dataclass(frozen=True)
 class DetectorProfiles:
@@ -42,6 +67,11 @@ class DetectorProfiles:
             if symbol == pattern or fnmatch.fnmatchcase(symbol, pattern):
                 return dict(self.profiles[profile])
         return dict(self.default)
+
+    def warmup_bars(self) -> int:
+        """The most stored history any profile needs before its first computed bar (MetricsConfig.warmup_bars)."""
+        settings = [*self.profiles.values(), self.default]
+        return max(sparktrends.MetricsConfig(**s).warmup_bars for s in settings)
 
     def profile_of(self, symbol: str) -> str:
         """The name of `symbol`'s profile, `default` when no rule matches."""
@@ -66,10 +96,10 @@ def parse(document: Mapping[str, Any]) -> DetectorProfiles:
 
 
 def load(path: str | None = None) -> DetectorProfiles:
-    """The profiles of `path` (default $SPARKTRENDS_DETECTOR_CONFIG); the package defaults without one."""
+    """The profiles of `path` (default $SPARKTRENDS_DETECTOR_CONFIG); the asset-class profiles without one."""
     path = path or os.environ.get(ENV)
     if not path:
-        return DetectorProfiles()
+        return parse(ASSET_CLASSES)
     return parse(json.loads(Path(path).read_text()))
 
 

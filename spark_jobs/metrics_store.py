@@ -43,8 +43,9 @@ from sparktrends import contract
 
 METRIC_COLUMNS = contract.metric_columns()
 ANOMALY_COLUMNS = ["anomaly_kinds", "severity"]
-# Enough history that the EWMA (λ = 0.94) has forgotten where the warm-up started: 0.94**512 ≈ 2e-14.
-DEFAULT_WARMUP_BARS = 512
+# Enough history that the EWMA (λ = 0.94) has forgotten where the warm-up started (0.94**512 ≈ 2e-14), and at least
+# what the detector's windows need to see what the full history gives (the package's MetricsConfig.warmup_bars).
+DEFAULT_WARMUP_BARS = max(512, sparktrends.MetricsConfig().warmup_bars)
 # The streaming job's default limit for computing in the driver: 1,000 symbols' warm-up, about 100 MB of Arrow
 # at most; a larger scope (a late bar far back, a big catch-up batch) goes to the cluster.
 DEFAULT_DRIVER_MAX_ROWS = 500_000
@@ -222,6 +223,8 @@ def recompute(
     started = time.monotonic()
     if not scope:
         return RecomputeResult(0, 0, 0, 0.0)
+    if profiles is not None:
+        warmup_bars = max(warmup_bars, profiles.warmup_bars())
     run_id = uuid.uuid4().hex
     with pg_connect() as conn:
         lock_symbols(conn, scope)

@@ -34,8 +34,3 @@ def as_config(config: ConfigLike) -> MetricsConfig:
             flat.update(nested)
         return MetricsConfig(**flat)
     raise TypeError(f"config must be a MetricsConfig, a mapping or None, got {type(config).__name__}")
-
-
-def _rebuild_config(values: dict[str, Any]) -> MetricsConfig:
-    """Unpickle a ``MetricsConfig`` (referenced by ``MetricsConfig.__reduce__``)."""
-    return MetricsConfig(**values)

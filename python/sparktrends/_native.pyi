@@ -21,8 +21,11 @@ __version__: str
 @final
 class MetricsConfig:
     """Parameters of every metric and anomaly rule. Omitted keywords take the Rust core's defaults
-    (window 30, min_periods 10, lam 0.94, max_gap_minutes 15, regime_window 10; thresholds:
-    price_z 5.25/10, volume_z 4/6, vol_ratio 3/4.5). Invalid values raise ValueError."""
+    (window 30, min_periods 10, lam 0.94, max_gap_minutes 15, regime_window 30, regime_trim 2,
+    scale_floor_window 480, scale_floor_share 0.5, volume_scale_floor 0.3, episode_minutes 30,
+    no session, session_edge_minutes 2, mute_outside_session True; thresholds: price_z 5.5/11,
+    volume_z 6.5/13, vol_ratio 4.5/9). `session` is "<IANA zone> HH:MM-HH:MM[,HH:MM-HH:MM]".
+    Invalid values raise ValueError."""
 
     def __new__(
         cls,
@@ -38,6 +41,14 @@ class MetricsConfig:
         volume_z_critical: Optional[float] = None,
         vol_ratio_warning: Optional[float] = None,
         vol_ratio_critical: Optional[float] = None,
+        scale_floor_window: Optional[int] = None,
+        scale_floor_share: Optional[float] = None,
+        volume_scale_floor: Optional[float] = None,
+        regime_trim: Optional[int] = None,
+        episode_minutes: Optional[float] = None,
+        session: Optional[str] = None,
+        session_edge_minutes: Optional[int] = None,
+        mute_outside_session: Optional[bool] = None,
     ) -> Self: ...
     @property
     def window(self) -> int: ...
@@ -61,9 +72,27 @@ class MetricsConfig:
     def vol_ratio_warning(self) -> float: ...
     @property
     def vol_ratio_critical(self) -> float: ...
+    @property
+    def scale_floor_window(self) -> int: ...
+    @property
+    def scale_floor_share(self) -> float: ...
+    @property
+    def volume_scale_floor(self) -> float: ...
+    @property
+    def regime_trim(self) -> int: ...
+    @property
+    def episode_minutes(self) -> float: ...
+    @property
+    def session(self) -> Optional[str]: ...
+    @property
+    def session_edge_minutes(self) -> int: ...
+    @property
+    def mute_outside_session(self) -> bool: ...
+    @property
+    def warmup_bars(self) -> int: ...
     def to_dict(self) -> dict[str, Any]: ...
     def __eq__(self, other: object, /) -> bool: ...
-    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]: ...
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
 
 @final
 class CarryState:

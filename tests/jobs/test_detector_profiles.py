@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import sparktrends
-from spark_jobs.detector_profiles import DetectorProfiles, parse
+from spark_jobs.detector_profiles import ASSET_CLASSES, DetectorProfiles, load, parse
 from spark_jobs.metrics_store import compute_in_driver, symbol_computer
 
 PROFILES = parse(
@@ -84,3 +84,44 @@ def test_without_a_file_every_symbol_runs_the_package_defaults():
     table = bars("ETHUSDT", 120, 4)
     assert compute_in_driver(table, DetectorProfiles()).to_pylist() == compute_in_driver(table).to_pylist()
     assert "price_jump" in kinds(compute_in_driver(table), "ETHUSDT")
+
+
+def test_the_jobs_default_profiles_follow_asset_classes(monkeypatch):
+    monkeypatch.delenv("SPARKTRENDS_DETECTOR_CONFIG", raising=False)
+    profiles = load()
+    assert profiles == parse(ASSET_CLASSES)
+    cases = {
+        "BTCUSDT": "crypto",
+        "BINANCE:ETHUSDT": "crypto",
+        "ETH/BTC": "crypto",
+        "AAPL": "us_equity",
+        "SPY": "us_equity",
+        "AZN.L": "lse_equity",
+        "9988.HK": "hkex_equity",
+        "ES": "cme_equity_index",
+        "ESZ5": "cme_equity_index",
+        "SYN07": "default",  # the synthetic market trades around the clock
+    }
+    assert {symbol: profiles.profile_of(symbol) for symbol in cases} == cases
+    assert profiles.settings_for("AAPL")["session"] == "America/New_York 09:30-16:00"
+    # The warm-up a job reads covers every profile's windows.
+    assert profiles.warmup_bars() == sparktrends.MetricsConfig().warmup_bars
+
+
+def test_a_us_equity_is_not_alerted_outside_its_session():
+    """The same 5 % jump at 11:00 New York is alerted for AAPL and the synthetic symbol; at 18:00 (post-market) only
+    the synthetic symbol, which trades around the clock, alerts it."""
+    profiles = parse(ASSET_CLASSES)
+    day = 1_608_249_600_000_000  # 2020-12-18 00:00 UTC, a Friday; New York is UTC-5
+    for start_hour_utc, aapl_alerted in ((15, True), (22, False)):  # the jump lands at 11:00 / 18:00 New York
+        closes = np.full(200, 100.0) + 0.05 * np.sin(np.arange(200))
+        closes[100:] *= 1.05
+        ts = day + (start_hour_utc * 60 - 100) * 60_000_000 + np.arange(200) * 60_000_000
+        frame = pa.table({
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "open": closes, "high": closes * 1.0005,
+            "low": closes * 0.9995, "close": closes, "volume": np.full(200, 10.0),
+        })  # fmt: skip
+        for symbol, expected in (("AAPL", aapl_alerted), ("SYN07", True)):
+            metrics = sparktrends.compute_metrics(frame, profiles.settings_for(symbol))
+            alerted = metrics.column("is_anomaly").to_pylist()
+            assert alerted[101] is expected, (symbol, start_hour_utc)

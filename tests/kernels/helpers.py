@@ -111,9 +111,20 @@ def bar_frames(draw: st.DrawFn, max_len: int = 120) -> pd.DataFrame:
 
 
 small_configs = st.builds(
-    lambda n, m, s, lam: {"window": n, "min_periods": min(m, n), "regime_window": s, "lam": lam},
+    lambda n, m, s, lam, trim, floor_extra, episode: {
+        "window": n,
+        "min_periods": min(m, n),
+        "regime_window": s,
+        "lam": lam,
+        "regime_trim": min(trim, s - 1),
+        "scale_floor_window": n + floor_extra,
+        "episode_minutes": episode,
+    },
     st.integers(1, 12),
     st.integers(1, 12),
     st.integers(1, 6),
     st.floats(0.5, 0.99),
+    st.integers(0, 2),
+    st.integers(0, 20),
+    st.sampled_from([0.0, 3.0, 30.0]),
 )

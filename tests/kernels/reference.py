@@ -19,13 +19,21 @@ class Config:
     min_periods: int = 10
     lam: float = 0.94
     max_gap_minutes: float = 15.0
-    regime_window: int = 10
-    price_z_warning: float = 5.25
-    price_z_critical: float = 10.0
-    volume_z_warning: float = 4.0
-    volume_z_critical: float = 6.0
-    vol_ratio_warning: float = 3.0
-    vol_ratio_critical: float = 4.5
+    regime_window: int = 30
+    price_z_warning: float = 5.5
+    price_z_critical: float = 11.0
+    volume_z_warning: float = 6.5
+    volume_z_critical: float = 13.0
+    vol_ratio_warning: float = 4.5
+    vol_ratio_critical: float = 9.0
+    scale_floor_window: int = 480
+    scale_floor_share: float = 0.5
+    volume_scale_floor: float = 0.3
+    regime_trim: int = 2
+    episode_minutes: float = 30.0
+    session: str | None = None
+    session_edge_minutes: int = 2
+    mute_outside_session: bool = True
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -88,7 +96,7 @@ def _positive(den: pd.Series) -> pd.Series:
 
 
 def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    n, m, s = cfg.window, cfg.min_periods, cfg.regime_window
+    n, m = cfg.window, cfg.min_periods
     o, h, lo, c = (_valid_price(g[k]) for k in ("open", "high", "low", "close"))
     v = _valid_volume(g["volume"])
     prev_c = c.shift(1)
@@ -134,26 +142,76 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     prior_mean = _rolling_mean(log_volume, n, m).shift(1)
     prior_sd = _rolling_std(log_volume, n, m).shift(1)
     out["volume_z"] = (log_volume - prior_mean) / _positive(prior_sd)
+    out["_volume_stat"] = (log_volume - prior_mean) / _positive(np.fmax(prior_sd, cfg.volume_scale_floor))
     # How many ulps of the data the dispersion spans: near-equal volumes (13.69 and 13.69 + 1e-10) have an sd
     # made of the data's rounding, and any two correct computations of their z-score differ at ~1e-5.
     out["_volume_z_condition"] = prior_mean.abs() / _positive(prior_sd)
     out["return_z"] = log_ret / _positive(out["vol_cc"].shift(1))
-    out["_jump_z"] = log_ret.abs() / _positive(out["vol_yz"].shift(1))
 
     prior_returns = roll(log_ret.shift(1))
     median = prior_returns.median()
     mad = prior_returns.apply(lambda x: np.nanmedian(np.abs(x - np.nanmedian(x))), raw=True)
     out["robust_z"] = (log_ret - median) / _positive(MAD_SCALE * mad)
-
-    short_sigma = MAD_SCALE * log_ret.abs().rolling(s, min_periods=s).median()
-    out["_vol_ratio"] = short_sigma / _positive(out["vol_cc"].shift(s))
     return out
+
+
+def _detector_statistics(bars: pd.DataFrame, out: pd.DataFrame, cfg: Config) -> None:
+    """The jump and regime statistics over the whole series (the detector's scale does not reset at gaps), written
+    the slow way from the definitions: every window is sliced afresh."""
+    n = len(bars)
+    ts = bars["ts"].to_numpy()
+    log_close = np.log(_valid_price(bars["close"]).to_numpy(float))
+    log_ret = out["log_ret"].to_numpy(float)
+    squares = log_ret**2
+    gap_us = cfg.max_gap_minutes * 60_000_000
+    ewma = _ewma_vol(pd.Series(log_ret), cfg.min_periods, cfg.lam).to_numpy()
+    # The EWMA after bar t is the last seeded value at or before t (a null return leaves it unchanged).
+    ewma = pd.Series(ewma).ffill().to_numpy()
+    scale = np.full(n, np.nan)
+    for t in range(n):
+        window = squares[max(0, t - cfg.scale_floor_window + 1) : t + 1]
+        window = window[~np.isnan(window)]
+        floor = cfg.scale_floor_share * np.sqrt(window.mean()) if len(window) >= cfg.window else np.nan
+        scale[t] = np.fmax(ewma[t], floor)
+    jump = np.full(n, np.nan)
+    regime = np.full(n, np.nan)
+    for t in range(n):
+        if t >= 4 and (np.diff(ts[t - 4 : t + 1]) <= gap_us).all():
+            level = np.median(log_close[t - 4 : t - 1])
+            before, after, sigma = log_close[t - 1] - level, log_close[t] - level, scale[t - 2]
+            if not (np.isnan(before) or np.isnan(after) or np.isnan(sigma) or sigma <= 0):
+                jump[t] = min(abs(before), abs(after)) / sigma if before * after > 0 else 0.0
+        s = cfg.regime_window
+        if t >= s:
+            window = squares[t - s + 1 : t + 1]
+            if not np.isnan(window).any() and scale[t - s] > 0:
+                kept = np.sort(window)[: s - cfg.regime_trim]
+                regime[t] = np.sqrt(kept.mean()) / scale[t - s]
+    out["_jump_z"] = jump
+    out["_vol_ratio"] = regime
+
+
+def _session_phase(ts_us: int, spec: str, edge: int) -> str:
+    """regular, edge or outside: the exchange's local clock against its windows, weekdays only."""
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    zone, hours = spec.split(maxsplit=1)
+    local = datetime.fromtimestamp(ts_us / 1e6, tz=timezone.utc).astimezone(ZoneInfo(zone))
+    if local.weekday() >= 5:
+        return "outside"
+    minute = local.hour * 60 + local.minute
+    for window in hours.split(","):
+        open_, close = (int(x[:2]) * 60 + int(x[3:]) for x in window.strip().split("-"))
+        if open_ <= minute < close:
+            return "edge" if minute < open_ + edge or minute >= close - edge else "regular"
+    return "outside"
 
 
 def _verdict(row: pd.Series, cfg: Config) -> tuple[float, str | None, str | None]:
     detectors = [
         ("price_jump", row["_jump_z"], cfg.price_z_warning, cfg.price_z_critical),
-        ("volume_spike", row["volume_z"], cfg.volume_z_warning, cfg.volume_z_critical),
+        ("volume_spike", row["_volume_stat"], cfg.volume_z_warning, cfg.volume_z_critical),
         ("vol_regime_shift", row["_vol_ratio"], cfg.vol_ratio_warning, cfg.vol_ratio_critical),
     ]
     defined = [(name, stat, warn, crit) for name, stat, warn, crit in detectors if not np.isnan(stat)]
@@ -171,10 +229,27 @@ def reference_metrics(bars: pd.DataFrame, cfg: Config = Config()) -> pd.DataFram
     segment = (bars["ts"].diff() > gap_us).cumsum()
     parts = [_segment_metrics(g, cfg) for _, g in bars.groupby(segment, sort=True)]
     out = pd.concat(parts) if parts else _segment_metrics(bars, cfg)
+    _detector_statistics(bars, out, cfg)
     out = out.replace([np.inf, -np.inf], np.nan)
     verdicts = [_verdict(row, cfg) for _, row in out.iterrows()]
     out["anomaly_score"] = [v[0] for v in verdicts]
-    out["is_anomaly"] = [v[1] is not None for v in verdicts]
-    out["anomaly_kinds"] = [v[1] for v in verdicts]
-    out["severity"] = [v[2] for v in verdicts]
+    # Session mute, then one alert per episode: a flag less than `episode` after the previous flag continues its
+    # episode, alerted only as the episode's first critical.
+    alerted, last_flag, episode_critical = [], None, False
+    for ts, (_, kinds, severity) in zip(bars["ts"], verdicts):
+        keep = False
+        if kinds is not None:
+            phase = _session_phase(int(ts), cfg.session, cfg.session_edge_minutes) if cfg.session else "regular"
+            muted = phase == "edge" or (phase == "outside" and cfg.mute_outside_session)
+            if not muted:
+                critical = severity == "critical"
+                if last_flag is None or ts - last_flag >= cfg.episode_minutes * 60_000_000:
+                    keep, episode_critical = True, critical
+                elif critical and not episode_critical:
+                    keep, episode_critical = True, True
+                last_flag = ts
+        alerted.append(keep)
+    out["is_anomaly"] = alerted
+    out["anomaly_kinds"] = [v[1] if keep else None for v, keep in zip(verdicts, alerted)]
+    out["severity"] = [v[2] if keep else None for v, keep in zip(verdicts, alerted)]
     return out

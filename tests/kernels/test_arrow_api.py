@@ -107,7 +107,7 @@ def test_chunks_with_carry_equal_one_call(split: int) -> None:
     second, carry = compute_metrics_with_carry(to_table(frame.iloc[split:]), carry=carry)
     assert pa.Table.from_batches([first, second]).equals(pa.Table.from_batches([whole]))
     assert carry.last_ts_us == int(frame["ts"].iloc[-1])
-    assert carry.tail_len == 40
+    assert carry.tail_len == MetricsConfig().window + 1
 
 
 def test_changing_a_later_bar_never_changes_earlier_rows() -> None:
@@ -133,14 +133,21 @@ def test_config_from_dict_object_or_nested_thresholds() -> None:
     with pytest.raises(ValueError, match="min_periods"):
         MetricsConfig(window=5, min_periods=6)
     with pytest.raises(ValueError, match="warning <= critical"):
-        MetricsConfig(volume_z_warning=7.0)
+        MetricsConfig(volume_z_warning=14.0)
+    with pytest.raises(ValueError, match="time zone"):
+        MetricsConfig(session="Mars/Olympus 09:30-16:00")
 
 
 def test_config_round_trips_through_dict_and_pickle() -> None:
-    config = MetricsConfig(window=45, lam=0.9, max_gap_minutes=7.5, vol_ratio_critical=5.0)
+    hong_kong = "Asia/Hong_Kong 09:30-12:00,13:00-16:00"
+    config = MetricsConfig(window=45, lam=0.9, max_gap_minutes=7.5, vol_ratio_critical=5.0, session=hong_kong)
     assert MetricsConfig(**config.to_dict()) == config
     assert pickle.loads(pickle.dumps(config)) == config
+    assert config.session == hong_kong
     assert MetricsConfig().to_dict()["window"] == 30
+    # The warm-up a job reads follows the windows: the scale floor's window ending a regime window back.
+    assert MetricsConfig().warmup_bars == 480 + 30 + 1
+    assert MetricsConfig(scale_floor_window=100, regime_window=10).warmup_bars == 111
 
 
 def test_carry_from_a_different_window_is_rejected() -> None:

@@ -51,7 +51,7 @@ def compare(frame: pd.DataFrame, config: dict) -> None:
     cfg = Config(**config)
     stats = [
         (expected["_jump_z"], cfg.price_z_warning, cfg.price_z_critical),
-        (expected["volume_z"], cfg.volume_z_warning, cfg.volume_z_critical),
+        (expected["_volume_stat"], cfg.volume_z_warning, cfg.volume_z_critical),
         (expected["_vol_ratio"], cfg.vol_ratio_warning, cfg.vol_ratio_critical),
     ]
     borderline = ill_conditioned.copy()
@@ -92,6 +92,8 @@ def test_matches_reference_on_random_walks_with_injected_anomalies(seed: int) ->
     assert sum(result.column("is_anomaly").to_pylist()) > 0
     compare(frame, {})
     compare(frame, {"window": 60, "min_periods": 20, "regime_window": 5, "price_z_warning": 4.0})
+    # Every flag alerted, and a session that mutes the edges and the hours outside it.
+    compare(frame, {"episode_minutes": 0, "session": "America/New_York 09:30-16:00", "vol_ratio_warning": 2.0})
 
 
 def test_single_row_and_empty_series() -> None:

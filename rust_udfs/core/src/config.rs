@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::session::Session;
+
 /// Microseconds in a minute: timestamps in this crate are microseconds since the Unix epoch (UTC).
 pub const MICROS_PER_MINUTE: i64 = 60_000_000;
 
@@ -12,33 +14,36 @@ pub struct Threshold {
     pub critical: f64,
 }
 
-/// Alert levels per anomaly kind. Kept here, not in code, because they are tuned on labelled series.
+/// Alert levels per anomaly kind, in units of each kind's statistic (see [`crate::anomaly`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AnomalyThresholds {
-    /// Price-jump statistic |ℓ_t| / vol_yz(t − 1): the bar's log return in Yang–Zhang standard deviations of
-    /// the window before it.
+    /// Confirmed price jump: the move away from the level of the bars before it, held one more bar,
+    /// in σ̂ (the scale with a floor in price terms).
     pub price_z: Threshold,
-    /// Volume z (one-sided: only unusually high volume), in standard deviations of ln(1+V).
+    /// Volume z (one-sided: only unusually high volume), in standard deviations of ln(1+V), the
+    /// deviation floored at `volume_scale_floor`.
     pub volume_z: Threshold,
-    /// Ratio of short-window volatility to the long baseline that precedes it (one-sided: rises only).
+    /// RMS of the short window's returns over σ̂ just before it (one-sided: rises only).
     pub vol_ratio: Threshold,
 }
 
 impl Default for AnomalyThresholds {
     fn default() -> Self {
+        // Chosen on 184,418 real 1-minute bars of crypto, equities and futures (bench/detection_real.py,
+        // docs/detection_real.md): about one Slack message per symbol per week on crypto, 0.6 a day
+        // pooled. Critical is twice warning: a move that would alert twice over.
         Self {
-            // Chosen from the labelled evaluation (bench/detection_eval.py, docs/detection.md).
             price_z: Threshold {
-                warning: 5.25,
-                critical: 10.0,
+                warning: 5.5,
+                critical: 11.0,
             },
             volume_z: Threshold {
-                warning: 4.0,
-                critical: 6.0,
+                warning: 6.5,
+                critical: 13.0,
             },
             vol_ratio: Threshold {
-                warning: 3.0,
-                critical: 4.5,
+                warning: 4.5,
+                critical: 9.0,
             },
         }
     }
@@ -57,6 +62,25 @@ pub struct MetricsConfig {
     pub max_gap_us: i64,
     /// s: returns in the short window of the volatility-regime detector.
     pub regime_window: usize,
+    /// Largest squared returns of the short window left out of the regime statistic, so that one
+    /// jump (or a print and its reversal) cannot make a regime on its own.
+    pub regime_trim: usize,
+    /// L: bars whose mean squared return gives the detector's scale floor (needs `window` returns).
+    pub scale_floor_window: usize,
+    /// The floor is this share of the RMS return over `scale_floor_window` bars.
+    pub scale_floor_share: f64,
+    /// Smallest standard deviation of ln(1+V) the volume statistic divides by.
+    pub volume_scale_floor: f64,
+    /// A flagged bar less than this (µs) after the symbol's previous flagged bar continues its
+    /// episode and is not alerted again, unless it is the episode's first critical one.
+    pub episode_us: i64,
+    /// Regular hours of the symbol's exchange; None for markets that never close (crypto).
+    pub session: Option<Session>,
+    /// Bars this close to a session window's open or close are not alerted (auctions, crosses).
+    pub session_edge_minutes: u16,
+    /// Whether bars outside the session (pre-, post-market, lunch) are not alerted (equities), or
+    /// only the edges are muted (futures trade overnight).
+    pub mute_outside_session: bool,
     pub thresholds: AnomalyThresholds,
 }
 
@@ -67,7 +91,17 @@ impl Default for MetricsConfig {
             min_periods: 10,
             ewma_lambda: 0.94,
             max_gap_us: 15 * MICROS_PER_MINUTE,
-            regime_window: 10,
+            regime_window: 30,
+            // 480 + regime_window + 1 = 511 bars fit the jobs' 512-bar warm-up, so a live batch
+            // sees the same floor as the full history (1,440 measured the same: docs/detection_real.md).
+            scale_floor_window: 480,
+            scale_floor_share: 0.5,
+            regime_trim: 2,
+            volume_scale_floor: 0.3,
+            episode_us: 30 * MICROS_PER_MINUTE,
+            session: None,
+            session_edge_minutes: 2,
+            mute_outside_session: true,
             thresholds: AnomalyThresholds::default(),
         }
     }
@@ -121,6 +155,29 @@ impl MetricsConfig {
                 self.regime_window
             ));
         }
+        if self.regime_trim >= self.regime_window {
+            return fail(format!(
+                "regime_trim must be below regime_window ({}), got {}",
+                self.regime_window, self.regime_trim
+            ));
+        }
+        if self.scale_floor_window < self.window || self.scale_floor_window > MAX_WINDOW {
+            return fail(format!(
+                "scale_floor_window must be in window ({})..={MAX_WINDOW}, got {}",
+                self.window, self.scale_floor_window
+            ));
+        }
+        for (name, value) in [
+            ("scale_floor_share", self.scale_floor_share),
+            ("volume_scale_floor", self.volume_scale_floor),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return fail(format!("{name} must be finite and >= 0, got {value}"));
+            }
+        }
+        if self.episode_us < 0 {
+            return fail(format!("episode must be >= 0, got {} µs", self.episode_us));
+        }
         let t = &self.thresholds;
         for (name, th) in [
             ("price_z", t.price_z),
@@ -139,10 +196,18 @@ impl MetricsConfig {
         Ok(())
     }
 
-    /// Bars a continuation needs from the previous chunk: the long window ending s returns back,
-    /// plus the close before its first return.
+    /// Bars a continuation needs from the previous chunk for the window metrics: the window ending
+    /// at t − 1 plus the close before its first return. The detector carries its own state.
     pub fn carry_len(&self) -> usize {
-        self.window + self.regime_window
+        self.window + 1
+    }
+
+    /// Bars of history before the first bar to compute that make its detector statistics what the
+    /// full history gives (up to the EWMA's seed, which fades geometrically): the scale floor's
+    /// window ending `regime_window` bars back, plus the close before it.
+    pub fn warmup_len(&self) -> usize {
+        self.carry_len()
+            .max(self.scale_floor_window + self.regime_window + 1)
     }
 
     /// Whether a carry produced under `other` can continue under `self`: everything except the
@@ -153,6 +218,7 @@ impl MetricsConfig {
             && self.ewma_lambda.to_bits() == other.ewma_lambda.to_bits()
             && self.max_gap_us == other.max_gap_us
             && self.regime_window == other.regime_window
+            && self.scale_floor_window == other.scale_floor_window
     }
 }
 
@@ -165,6 +231,7 @@ mod tests {
         let c = MetricsConfig::default();
         assert_eq!((c.window, c.min_periods, c.ewma_lambda), (30, 10, 0.94));
         assert_eq!(c.max_gap_us, 15 * 60 * 1_000_000);
+        assert_eq!(c.warmup_len(), 511);
         assert!(c.validate().is_ok());
     }
 
@@ -195,6 +262,18 @@ mod tests {
             },
             MetricsConfig {
                 regime_window: 0,
+                ..ok
+            },
+            MetricsConfig {
+                scale_floor_window: 29,
+                ..ok
+            },
+            MetricsConfig {
+                volume_scale_floor: -0.1,
+                ..ok
+            },
+            MetricsConfig {
+                episode_us: -1,
                 ..ok
             },
             MetricsConfig {

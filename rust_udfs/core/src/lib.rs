@@ -43,22 +43,28 @@
 //!   `robust_z` = (ℓ_t − median)/(1.4826 · MAD) of the prior window's returns (m needed);
 //!   `volume_z` = (ln(1+V_t) − mean)/std of ln(1+V) over the prior window's bars. A zero
 //!   denominator (flat prices, constant volume, MAD of 0) gives null.
-//! - `anomaly_score`, `is_anomaly`, kinds and severity: see [`anomaly`].
+//! - `anomaly_score`, `is_anomaly`, kinds and severity: see the detector (`detector.rs`: the
+//!   statistics, the session mute, the episode rule) and [`anomaly`] (scores and severity).
 //!
 //! # Streaming
 //! [`compute`] with the previous call's [`CarryState`] continues a series bit for bit as if the
 //! chunks had been one call. Windows are computed from the window's points only (see
 //! [`rolling`](crate::rolling) internals: block prefix/suffix aggregates), so the carry holds just
-//! the current segment's last `window + regime_window` bars, its length and the EWMA state.
+//! the current segment's last `window + 1` bars, its length, the EWMA state and the detector's own
+//! state (its scale, windows and episode continue across gaps).
 
 pub mod anomaly;
 pub mod config;
+mod detector;
 mod metrics;
 mod rolling;
+pub mod session;
 
 pub use anomaly::{AnomalyKinds, Severity};
 pub use config::{AnomalyThresholds, ConfigError, MetricsConfig, Threshold, MICROS_PER_MINUTE};
+pub use detector::DetectorState;
 pub use metrics::{compute, Bars, CarryState, EwmaState, Metrics, MetricsError, MAD_SCALE};
+pub use session::{Session, SessionPhase};
 
 /// Crate version, surfaced by the Python package for diagnostics.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

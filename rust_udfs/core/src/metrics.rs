@@ -7,8 +7,9 @@ use std::borrow::Cow;
 use std::f64::consts::LN_2;
 use std::fmt;
 
-use crate::anomaly::{judge, AnomalyKinds, AnomalyStats, Severity};
+use crate::anomaly::{AnomalyKinds, Severity};
 use crate::config::{ConfigError, MetricsConfig};
+use crate::detector::{DetectorBar, DetectorState};
 use crate::rolling::{
     rolling, rolling_variance, MomentAgg, MomentWindow, PairSumAgg, Reciprocals, Segments,
     SortedWindow, SumAgg,
@@ -252,7 +253,7 @@ pub struct EwmaState {
 impl EwmaState {
     /// Feeds ℓ_t and returns σ_t (NaN while unseeded, and for a null ℓ_t, which is skipped).
     #[inline]
-    fn update(&mut self, log_ret: f64, min_periods: u64, lambda: f64) -> f64 {
+    pub(crate) fn update(&mut self, log_ret: f64, min_periods: u64, lambda: f64) -> f64 {
         if log_ret.is_nan() {
             return f64::NAN;
         }
@@ -285,14 +286,15 @@ struct TailBars {
 }
 
 /// Everything needed to continue a symbol's series in a later call exactly as if its earlier
-/// bars had been part of that call: the current segment's last `window + regime_window` bars
-/// (fewer if the segment is shorter), the segment's length, and the EWMA state.
+/// bars had been part of that call: the current segment's last `window + 1` bars (fewer if the
+/// segment is shorter), the segment's length, the EWMA state and the detector's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CarryState {
     config: MetricsConfig,
     tail: TailBars,
     segment_len: u64,
     ewma: EwmaState,
+    detector: DetectorState,
 }
 
 impl CarryState {
@@ -303,6 +305,7 @@ impl CarryState {
             tail: TailBars::default(),
             segment_len: 0,
             ewma: EwmaState::default(),
+            detector: DetectorState::new(config),
         }
     }
 
@@ -316,7 +319,7 @@ impl CarryState {
         self.segment_len
     }
 
-    /// Bars carried over (at most `window + regime_window`).
+    /// Bars carried over (at most `window + 1`).
     pub fn tail_len(&self) -> usize {
         self.tail.ts.len()
     }
@@ -356,7 +359,7 @@ impl fmt::Display for MetricsError {
                 "ts must be strictly increasing: row {index} has ts {current} µs after {previous} µs"
             ),
             MetricsError::CarryConfigMismatch => {
-                write!(f, "carry state was produced with a different window, min_periods, lambda, max_gap or regime_window")
+                write!(f, "carry state was produced with a different window, min_periods, lambda, max_gap, regime_window or scale_floor_window")
             }
         }
     }
@@ -602,7 +605,7 @@ pub fn compute(
     cfg.validate()?;
     bars.check_lengths()?;
     if let Some(c) = carry {
-        if !c.config.state_compatible(cfg) {
+        if !c.config.state_compatible(cfg) || !c.detector.fits(cfg) {
             return Err(MetricsError::CarryConfigMismatch);
         }
     }
@@ -700,6 +703,7 @@ pub fn compute(
     }
 
     let mut log_volume_windows = vec![MomentWindow::EMPTY; len];
+    let mut volume_stat = vec![f64::NAN; len];
     rolling::<MomentAgg>(
         &segs,
         n,
@@ -720,7 +724,31 @@ pub fn compute(
         }
     }
 
-    anomalies(&series, &segs, cfg, &log_volume_windows, &mut out);
+    baselines(
+        &series,
+        &segs,
+        cfg,
+        &log_volume_windows,
+        &mut out,
+        &mut volume_stat,
+    );
+    let mut detector = carry.map_or_else(|| DetectorState::new(cfg), |c| c.detector.clone());
+    #[allow(clippy::needless_range_loop)] // t indexes the bars, the series and the outputs alike
+    for t in tail_len..len {
+        let alert = detector.step(
+            DetectorBar {
+                ts: work.ts[t],
+                log_close: price(work.close[t]).ln(),
+                log_ret: series.log_ret[t],
+                volume_stat: volume_stat[t],
+            },
+            cfg,
+        );
+        out.anomaly_score[t] = alert.score;
+        out.is_anomaly[t] = alert.alerted;
+        out.anomaly_kinds[t] = alert.kinds;
+        out.severity[t] = alert.severity;
+    }
 
     out.ret = series.ret;
     out.log_ret = series.log_ret;
@@ -733,6 +761,7 @@ pub fn compute(
         tail: work.tail(len - keep),
         segment_len: last_origin + (len - last_start) as u64,
         ewma,
+        detector,
     };
     Ok((out, next))
 }
@@ -781,22 +810,21 @@ fn yang_zhang(
     );
 }
 
-/// return_z, robust_z, volume_z against the window ending at t − 1, the price-jump and regime
-/// statistics, and the combined verdict. Baselines never include bar t.
-fn anomalies(
+/// return_z, robust_z and volume_z against the window ending at t − 1, and the detector's volume
+/// statistic (volume_z over a scale floored at `volume_scale_floor`). Baselines never include bar t.
+fn baselines(
     series: &BarSeries,
     segs: &Segments,
     cfg: &MetricsConfig,
     log_volume_windows: &[MomentWindow],
     out: &mut Metrics,
+    volume_stat: &mut [f64],
 ) {
-    let (n, m, s) = (cfg.window, cfg.min_periods, cfg.regime_window);
+    let (n, m) = (cfg.window, cfg.min_periods);
     let mut prior_returns = SortedWindow::with_capacity(n + 1);
-    let mut recent_abs_returns = SortedWindow::with_capacity(s + 1);
     let finite_or_nan = |x: f64| if x.is_finite() { x } else { f64::NAN };
     for (start, end, _) in segs.iter() {
         prior_returns.clear();
-        recent_abs_returns.clear();
         for t in start..end {
             let l = series.log_ret[t];
             if t > start {
@@ -804,8 +832,10 @@ fn anomalies(
                 let prior_volume = log_volume_windows[t - 1];
                 if prior_volume.count as usize >= m {
                     let sd = prior_volume.variance.sqrt();
-                    out.volume_z[t] =
-                        finite_or_nan(ratio(series.log_volume[t] - prior_volume.mean, sd));
+                    let deviation = series.log_volume[t] - prior_volume.mean;
+                    out.volume_z[t] = finite_or_nan(ratio(deviation, sd));
+                    volume_stat[t] =
+                        finite_or_nan(ratio(deviation, sd.max(cfg.volume_scale_floor)));
                 }
             }
             if prior_returns.len() >= m {
@@ -813,40 +843,10 @@ fn anomalies(
                 let spread = MAD_SCALE * prior_returns.median_abs_deviation(median);
                 out.robust_z[t] = finite_or_nan(ratio(l - median, spread));
             }
-
-            recent_abs_returns.insert(l.abs());
-            if t >= start + s {
-                recent_abs_returns.remove(series.log_ret[t - s].abs());
-            }
-            let vol_ratio = if recent_abs_returns.len() == s && t >= start + s {
-                let short_sigma = MAD_SCALE * recent_abs_returns.median();
-                finite_or_nan(ratio(short_sigma, out.vol_cc[t - s]))
-            } else {
-                f64::NAN
-            };
-
             prior_returns.insert(l);
             if t >= start + n {
                 prior_returns.remove(series.log_ret[t - n]);
             }
-
-            let price_z = if t > start {
-                finite_or_nan(ratio(l.abs(), out.vol_yz[t - 1]))
-            } else {
-                f64::NAN
-            };
-            let verdict = judge(
-                AnomalyStats {
-                    price_z,
-                    volume_z: out.volume_z[t],
-                    vol_ratio,
-                },
-                &cfg.thresholds,
-            );
-            out.anomaly_score[t] = verdict.score;
-            out.is_anomaly[t] = !verdict.kinds.is_empty();
-            out.anomaly_kinds[t] = verdict.kinds;
-            out.severity[t] = verdict.severity;
         }
     }
 }

@@ -28,13 +28,33 @@ struct MetricsConfig {
 
 const MICROS_PER_MINUTE: f64 = core::MICROS_PER_MINUTE as f64;
 
+/// `minutes` as whole µs, if positive (or zero when allowed) and in range.
+fn minutes_to_micros(name: &str, minutes: f64, allow_zero: bool) -> PyResult<i64> {
+    let micros = (minutes * MICROS_PER_MINUTE).round();
+    let low_ok = if allow_zero {
+        micros >= 0.0
+    } else {
+        micros > 0.0
+    };
+    if micros.is_finite() && low_ok && micros < i64::MAX as f64 {
+        Ok(micros as i64)
+    } else {
+        let bound = if allow_zero { ">= 0" } else { "positive" };
+        Err(PyValueError::new_err(format!(
+            "{name} must be {bound}, got {minutes}"
+        )))
+    }
+}
+
 #[pymethods]
 impl MetricsConfig {
     #[new]
     #[pyo3(signature = (
         *, window=None, min_periods=None, lam=None, max_gap_minutes=None, regime_window=None,
         price_z_warning=None, price_z_critical=None, volume_z_warning=None, volume_z_critical=None,
-        vol_ratio_warning=None, vol_ratio_critical=None,
+        vol_ratio_warning=None, vol_ratio_critical=None, scale_floor_window=None, scale_floor_share=None,
+        volume_scale_floor=None, regime_trim=None, episode_minutes=None, session=None,
+        session_edge_minutes=None, mute_outside_session=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -49,21 +69,38 @@ impl MetricsConfig {
         volume_z_critical: Option<f64>,
         vol_ratio_warning: Option<f64>,
         vol_ratio_critical: Option<f64>,
+        scale_floor_window: Option<usize>,
+        scale_floor_share: Option<f64>,
+        volume_scale_floor: Option<f64>,
+        regime_trim: Option<usize>,
+        episode_minutes: Option<f64>,
+        session: Option<&str>,
+        session_edge_minutes: Option<u16>,
+        mute_outside_session: Option<bool>,
     ) -> PyResult<Self> {
         let mut c = core::MetricsConfig::default();
         c.window = window.unwrap_or(c.window);
         c.min_periods = min_periods.unwrap_or(c.min_periods);
         c.ewma_lambda = lam.unwrap_or(c.ewma_lambda);
         if let Some(minutes) = max_gap_minutes {
-            let micros = (minutes * MICROS_PER_MINUTE).round();
-            if !(micros.is_finite() && micros > 0.0 && micros < i64::MAX as f64) {
-                return Err(PyValueError::new_err(format!(
-                    "max_gap_minutes must be positive, got {minutes}"
-                )));
-            }
-            c.max_gap_us = micros as i64;
+            c.max_gap_us = minutes_to_micros("max_gap_minutes", minutes, false)?;
         }
         c.regime_window = regime_window.unwrap_or(c.regime_window);
+        c.scale_floor_window = scale_floor_window.unwrap_or(c.scale_floor_window);
+        c.scale_floor_share = scale_floor_share.unwrap_or(c.scale_floor_share);
+        c.volume_scale_floor = volume_scale_floor.unwrap_or(c.volume_scale_floor);
+        c.regime_trim = regime_trim.unwrap_or(c.regime_trim);
+        if let Some(minutes) = episode_minutes {
+            c.episode_us = minutes_to_micros("episode_minutes", minutes, true)?;
+        }
+        if let Some(spec) = session {
+            let parsed = spec
+                .parse::<core::Session>()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            c.session = Some(parsed);
+        }
+        c.session_edge_minutes = session_edge_minutes.unwrap_or(c.session_edge_minutes);
+        c.mute_outside_session = mute_outside_session.unwrap_or(c.mute_outside_session);
         let t = &mut c.thresholds;
         t.price_z.warning = price_z_warning.unwrap_or(t.price_z.warning);
         t.price_z.critical = price_z_critical.unwrap_or(t.price_z.critical);
@@ -120,6 +157,44 @@ impl MetricsConfig {
     fn vol_ratio_critical(&self) -> f64 {
         self.inner.thresholds.vol_ratio.critical
     }
+    #[getter]
+    fn scale_floor_window(&self) -> usize {
+        self.inner.scale_floor_window
+    }
+    #[getter]
+    fn scale_floor_share(&self) -> f64 {
+        self.inner.scale_floor_share
+    }
+    #[getter]
+    fn volume_scale_floor(&self) -> f64 {
+        self.inner.volume_scale_floor
+    }
+    #[getter]
+    fn regime_trim(&self) -> usize {
+        self.inner.regime_trim
+    }
+    #[getter]
+    fn episode_minutes(&self) -> f64 {
+        self.inner.episode_us as f64 / MICROS_PER_MINUTE
+    }
+    #[getter]
+    fn session(&self) -> Option<String> {
+        self.inner.session.map(|s| s.to_string())
+    }
+    #[getter]
+    fn session_edge_minutes(&self) -> u16 {
+        self.inner.session_edge_minutes
+    }
+    #[getter]
+    fn mute_outside_session(&self) -> bool {
+        self.inner.mute_outside_session
+    }
+    /// Bars of stored history a job reads before the first bar it computes, so that the
+    /// detector's statistics equal the full history's (read-only: follows the windows).
+    #[getter]
+    fn warmup_bars(&self) -> usize {
+        self.inner.warmup_len()
+    }
 
     /// Every parameter by its keyword name: `MetricsConfig(**config.to_dict()) == config`.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -135,19 +210,24 @@ impl MetricsConfig {
         d.set_item("volume_z_critical", self.volume_z_critical())?;
         d.set_item("vol_ratio_warning", self.vol_ratio_warning())?;
         d.set_item("vol_ratio_critical", self.vol_ratio_critical())?;
+        d.set_item("scale_floor_window", self.scale_floor_window())?;
+        d.set_item("scale_floor_share", self.scale_floor_share())?;
+        d.set_item("volume_scale_floor", self.volume_scale_floor())?;
+        d.set_item("regime_trim", self.regime_trim())?;
+        d.set_item("episode_minutes", self.episode_minutes())?;
+        d.set_item("session", self.session())?;
+        d.set_item("session_edge_minutes", self.session_edge_minutes())?;
+        d.set_item("mute_outside_session", self.mute_outside_session())?;
         Ok(d)
     }
 
-    /// Pickle support (Spark ships UDF closures to executors with cloudpickle).
-    fn __reduce__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
-        let py = slf.py();
-        let rebuild = py
-            .import("sparktrends._config")?
-            .getattr("_rebuild_config")?;
-        let args = PyTuple::new(py, [slf.borrow().to_dict(py)?])?;
-        Ok((rebuild, args))
+    /// Pickle support (Spark ships UDF closures to executors with cloudpickle): rebuilt by
+    /// `MetricsConfig.__new__(**to_dict())` itself, without importing any Python module.
+    fn __getnewargs_ex__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+        Ok((PyTuple::empty(py), self.to_dict(py)?))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -179,7 +259,7 @@ impl CarryState {
     fn segment_len(&self) -> u64 {
         self.inner.segment_len()
     }
-    /// Bars carried (at most window + regime_window).
+    /// Bars carried (at most window + 1).
     #[getter]
     fn tail_len(&self) -> usize {
         self.inner.tail_len()
