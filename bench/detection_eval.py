@@ -33,8 +33,9 @@ import cargo_bin
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ["price_jump", "volume_spike", "vol_regime_shift"]
-# A regime shift shows once enough bars of the new regime fill the short window; jumps and spikes at once.
-MATCH_WINDOW = {"price_jump": 1, "volume_spike": 1, "vol_regime_shift": 30}
+# A regime shift shows once enough bars of the new regime fill the short window; a jump is reported by the bar that
+# confirms it held (one minute after the move); a spike at once.
+MATCH_WINDOW = {"price_jump": 2, "volume_spike": 1, "vol_regime_shift": 30}
 MINUTE_MS = 60_000
 
 

@@ -833,9 +833,11 @@ def report(res: dict[str, Any]) -> str:
         for sid, alerts in by_series.items():
             for a in alerts:
                 closes = " ".join(f"{c['c']:.6g}" for c in a["context"])
+                bp = {k: "-" if a[k] is None else f"{a[k]:.1f}" for k in ("ret_bp", "next_ret_bp")}
+                vol = "-" if a["volume_vs_median30"] is None else f"{a['volume_vs_median30']:.3g}"
                 lines.append(
-                    f"- {sid} {a['ts'][:16]} {a['session']} score {a['score']:.3g} ret {a['ret_bp']} bp, next "
-                    f"{a['next_ret_bp']} bp, vol x{a['volume_vs_median30']}: {a['judgement']} | closes {closes}"
+                    f"- {sid} {a['ts'][:16]} {a['session']} score {a['score']:.3g} ret {bp['ret_bp']} bp, next "
+                    f"{bp['next_ret_bp']} bp, vol x{vol}: {a['judgement']} | closes {closes}"
                 )
     return "\n".join(lines)
 

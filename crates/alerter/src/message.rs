@@ -140,12 +140,18 @@ fn folded_summary(lead: &Anomaly, folded: &[Anomaly]) -> String {
 }
 
 /// Simple return as a percentage; the log return when the simple one is missing.
+/// The bar's return; with the return over its last two bars when the metrics job wrote it, because a price
+/// jump is reported by the bar that confirms it held: the move itself is the bar before.
 fn return_text(a: &Anomaly) -> Option<String> {
-    match (a.metric("ret"), a.metric("log_ret")) {
-        (Some(ret), _) => Some(format!("{:+.2}%", ret * 100.0)),
-        (None, Some(log_ret)) => Some(format!("{:+.2}% (log)", log_ret * 100.0)),
-        (None, None) => None,
-    }
+    let bar = match (a.metric("ret"), a.metric("log_ret")) {
+        (Some(ret), _) => format!("{:+.2}%", ret * 100.0),
+        (None, Some(log_ret)) => format!("{:+.2}% (log)", log_ret * 100.0),
+        (None, None) => return None,
+    };
+    Some(match a.metric("ret_2_bars") {
+        Some(two) => format!("{bar} (2 bars: {:+.2}%)", two * 100.0),
+        None => bar,
+    })
 }
 
 /// Six significant digits (crypto quotes go far below 1), at least two decimals, no trailing zeros past them.
@@ -241,6 +247,13 @@ mod tests {
             context.contains("vol_cc 0.120%/bar") && context.contains("anomaly #42"),
             "{context}"
         );
+    }
+
+    #[test]
+    fn a_confirmed_jump_shows_the_move_over_two_bars() {
+        let mut a = anomaly(7, "AAPL", "warning", 1.4);
+        a.details = json!({"ret": 0.0002, "ret_2_bars": -0.0151});
+        assert!(fallback_text(&a, 0).contains("return +0.02% (2 bars: -1.51%)"));
     }
 
     #[test]
