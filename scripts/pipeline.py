@@ -5,8 +5,11 @@
     python scripts/pipeline.py --external-stack --components bars-job,metrics-job,companies-job   (compose runner)
 
 Locally the stack (`make up`) must be up. Every process logs to .stack/logs/pipeline-<name>.log; Ctrl-C (or
---for) stops them all, ingest first so the jobs can drain. The compose runner runs this same script for the
-Spark jobs; there, ingest and the alerter are services of their own and compose checks the services' health.
+--for) stops them all, ingest first so the jobs can drain. A component that dies is started again after a backoff
+that doubles with each quick death (1 s up to 60 s, reset after 5 minutes up), with one line saying so; one that
+finishes (exit 0, e.g. a replay at its end) is not. `--no-restart` ends the pipeline at the first death instead.
+The compose runner runs this same script for the Spark jobs; there, ingest and the alerter are services of their
+own, which compose restarts.
 """
 
 from __future__ import annotations
@@ -27,23 +30,59 @@ sys.path.insert(0, str(REPO / "scripts"))
 import cargo_bin  # noqa: E402
 import stack  # noqa: E402
 
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 60.0
+# Up this long, a component counts as healthy again: its next death restarts it after the initial backoff.
+STABLE_AFTER_S = 300.0
+
 
 @dataclass
 class Component:
     name: str
     cmd: list[str]
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    logs: Path = field(default_factory=lambda: stack.LOGS)
+    started_at: float = 0.0
+    restarts: int = 0  # quick deaths in a row: the exponent of the next backoff
+    restart_at: float | None = None  # when a dead component is due to start again
+    finished: bool = False  # exited 0: done, not restarted
 
     def start(self, env: dict[str, str]) -> None:
-        log_path = stack.LOGS / f"pipeline-{self.name}.log"
+        log_path = self.logs / f"pipeline-{self.name}.log"
         out = log_path.open("ab")
         self.proc = subprocess.Popen(
             self.cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )
+        self.started_at = time.monotonic()
         print(f"pipeline: started {self.name} (pid {self.proc.pid}), log {log_path}", flush=True)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def supervise(self, env: dict[str, str], now: float) -> None:
+        """Start a component that died again once its backoff has passed; say so, once per death."""
+        if self.alive() or self.finished or self.proc is None:
+            return
+        if self.restart_at is None:
+            code = self.proc.returncode
+            if code == 0:
+                self.finished = True
+                print(f"pipeline: {self.name} finished (exit 0); not restarted", flush=True)
+                return
+            if now - self.started_at >= STABLE_AFTER_S:
+                self.restarts = 0
+            delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**self.restarts)
+            self.restart_at = now + delay
+            print(
+                f"pipeline: {self.name} exited ({code}); restart {self.restarts + 1} in {delay:.0f}s; see "
+                f"{self.logs / f'pipeline-{self.name}.log'}",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif now >= self.restart_at:
+            self.restarts += 1
+            self.restart_at = None
+            self.start(env)
 
     def stop(self, timeout: float = 60) -> None:
         if not self.alive():
@@ -110,6 +149,7 @@ def main() -> int:
     parser.add_argument(
         "--external-stack", action="store_true", help="services are not the local stack's (compose): use the env"
     )
+    parser.add_argument("--no-restart", action="store_true", help="end the pipeline when a component dies")
     parser.add_argument("source_args", nargs="*", help="extra arguments for sparktrends-ingest <source>")
     args = parser.parse_args()
 
@@ -145,8 +185,8 @@ def main() -> int:
             part.start(env)
         last_report = 0.0
         while not stopping and (args.duration is None or time.monotonic() - started < args.duration):
-            dead = [p for p in parts if not p.alive()]
-            if dead:
+            dead = [p for p in parts if not p.alive() and not p.finished]
+            if dead and args.no_restart:
                 for p in dead:
                     print(
                         f"pipeline: {p.name} exited ({p.proc.returncode if p.proc else '?'}); see "
@@ -154,6 +194,8 @@ def main() -> int:
                         file=sys.stderr,
                     )
                 return 1
+            for p in parts:
+                p.supervise(env, time.monotonic())
             if time.monotonic() - last_report >= args.every:
                 report(started)
                 last_report = time.monotonic()

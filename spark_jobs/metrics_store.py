@@ -182,11 +182,17 @@ INSERT_ANOMALIES = f"""
     SELECT s.symbol, s.ts, k.kind, s.anomaly_score, coalesce(s.severity, '{contract.severities()[0]}'),
            jsonb_strip_nulls(jsonb_build_object(
                'close', b.close, 'volume', b.volume, 'ret', s.ret, 'log_ret', s.log_ret,
+               'ret_2_bars', b.close / nullif(before.close, 0) - 1,
                'return_z', s.return_z, 'robust_z', s.robust_z, 'volume_z', s.volume_z,
                'vol_cc', s.vol_cc, 'vol_ewma', s.vol_ewma, 'anomaly_score', s.anomaly_score,
                'kinds', s.anomaly_kinds))
     FROM metrics_staging s
     JOIN bars_1m b ON b.symbol = s.symbol AND b.ts = s.ts
+    -- A price jump is reported by the bar that confirms it held; the move is the bar before, so the alert also
+    -- shows the return over the two bars.
+    LEFT JOIN LATERAL (
+        SELECT p.close FROM bars_1m p WHERE p.symbol = s.symbol AND p.ts < s.ts ORDER BY p.ts DESC OFFSET 1 LIMIT 1
+    ) before ON true
     CROSS JOIN LATERAL unnest(string_to_array(s.anomaly_kinds, ',')) AS k(kind)
     WHERE s.run_id = %(run_id)s AND s.is_anomaly
     ON CONFLICT (symbol, ts, kind) DO UPDATE
@@ -261,14 +267,46 @@ def recompute(
 SYMBOL_LOCK_NAMESPACE = 0x534D
 
 
-def lock_symbols(conn: psycopg.Connection, scope: dict[str, dt.datetime]) -> None:
+# How long a recomputation waits for a symbol another one holds. Far above a healthy merge (seconds); past it the
+# holder is stalled (a lost worker, a hung batch), and failing the batch, named, beats waiting without limit.
+SYMBOL_LOCK_TIMEOUT_S = 300
+
+
+class SymbolsLocked(RuntimeError):
+    """A recomputation waited SYMBOL_LOCK_TIMEOUT_S for symbols that another session holds."""
+
+
+def lock_symbols(
+    conn: psycopg.Connection, scope: dict[str, dt.datetime], timeout_s: float = SYMBOL_LOCK_TIMEOUT_S
+) -> None:
     """Holds every scoped symbol until the merge commits. Two recomputations of one symbol (the bars job and
     the metrics job, or a backfill) then run one after the other, and the later one reads every bar the
     earlier saw: without it, one that read an older snapshot could commit last and leave stale metrics.
-    Taken in the order of the lock keys (two symbols may share one), so overlapping holders cannot deadlock."""
+    Taken in the order of the lock keys (two symbols may share one), so overlapping holders cannot deadlock.
+    Waits at most `timeout_s`, then raises SymbolsLocked naming the sessions that hold them."""
     keys = conn.execute("SELECT DISTINCT hashtext(s) FROM unnest(%s::text[]) AS s ORDER BY 1", (list(scope),))
-    with conn.cursor() as cur:
-        cur.executemany(f"SELECT pg_advisory_xact_lock({SYMBOL_LOCK_NAMESPACE}, %s)", keys.fetchall())
+    conn.execute(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'")
+    try:
+        with conn.cursor() as cur:
+            cur.executemany(f"SELECT pg_advisory_xact_lock({SYMBOL_LOCK_NAMESPACE}, %s)", keys.fetchall())
+    except psycopg.errors.LockNotAvailable as err:
+        raise SymbolsLocked(
+            f"waited {timeout_s:g}s for {len(scope)} symbol(s) held by another recomputation "
+            f"({_symbol_lock_holders()}); is a batch stalled?"
+        ) from err
+
+
+def _symbol_lock_holders() -> str:
+    """Who holds symbol locks now: pid, application and since when, from a fresh connection (the caller's
+    transaction is aborted)."""
+    with pg_connect() as conn:
+        rows = conn.execute(
+            "SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), a.xact_start FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid = %s GROUP BY 1, 2, 3 ORDER BY 3",
+            (SYMBOL_LOCK_NAMESPACE,),
+        ).fetchall()
+    return ", ".join(f"pid {pid} ({app}) since {since:%H:%M:%S}" for pid, app, since in rows) or "no holder now"
 
 
 BAR_FIELDS = contract.messages()["bar"].field_names  # as the bars topic carries them (ts_ms: epoch ms)

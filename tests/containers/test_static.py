@@ -167,3 +167,10 @@ def test_published_ports_bind_loopback_unless_the_user_opts_in():
 def test_the_build_context_leaves_secrets_and_state_out():
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".env", ".stack", ".venv", ".bench", "target", ".git"} <= ignored
+
+
+def test_long_running_services_restart_and_one_shot_ones_do_not():
+    one_shot = {"migrate", "topic-init"}
+    for name, service in SERVICES.items():
+        expected = "no" if name in one_shot else "unless-stopped"
+        assert service.get("restart") == expected, name

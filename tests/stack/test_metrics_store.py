@@ -3,11 +3,14 @@ recomputations of one symbol never overlap."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
 import uuid
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from spark_jobs.metrics_store import SYMBOL_LOCK_NAMESPACE, apply_bars, compute_in_driver, compute_symbol
 
@@ -122,3 +125,21 @@ def test_rejected_messages_are_kept_for_their_retention_only(stack_env, pg, monk
     assert purge_old_rejects("30 days") >= 1
     kept = pg.execute('SELECT "offset" FROM rejected_messages WHERE topic = %s', (topic,)).fetchall()
     assert kept == [(2,)]
+
+
+def test_a_stalled_holder_fails_the_recomputation_with_its_name(stack_env, monkeypatch) -> None:
+    """A recomputation waits for a symbol another session holds only up to the lock timeout, then fails naming
+    the holder, instead of stalling its stream without limit."""
+    from spark_jobs.metrics_store import SymbolsLocked, lock_symbols
+    from spark_jobs.store import pg_connect
+
+    for name in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        monkeypatch.setenv(name, stack_env[name])
+    symbol = f"LOCK{uuid.uuid4().hex[:6].upper()}"
+    with pg_connect() as holder:
+        holder.execute("SET application_name = 'stalled-test-holder'")
+        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SYMBOL_LOCK_NAMESPACE, symbol))
+        started = time.monotonic()
+        with pg_connect() as waiter, pytest.raises(SymbolsLocked, match="stalled-test-holder"):
+            lock_symbols(waiter, {symbol: dt.datetime.now(dt.timezone.utc)}, timeout_s=1)
+        assert time.monotonic() - started < 30

@@ -11,14 +11,14 @@ use crate::channel::Channel;
 use crate::cli::Cli;
 use crate::db::PgSettings;
 use crate::gate::RateGate;
-use crate::secret::Secret;
 use crate::slack::{RateLimitPolicy, Webhook};
 use crate::stats::Stats;
 use crate::worker::{Policy, Shared, Worker};
 use crate::{listener, outbox};
+use sparktrends_service::secret::Secret;
 
 pub fn run(cli: Cli) -> i32 {
-    init_logging();
+    sparktrends_service::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -31,17 +31,6 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     runtime.block_on(serve(cli))
-}
-
-fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 async fn serve(cli: Cli) -> i32 {

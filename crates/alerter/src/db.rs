@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
 
-use crate::secret::Secret;
+use sparktrends_service::secret::Secret;
 
 #[derive(Debug, Clone)]
 pub struct PgSettings {

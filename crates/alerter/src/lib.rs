@@ -20,7 +20,7 @@
 //!      unchanged (rate limiting is not the message's fault), `last_error`; the whole process stops posting
 //!      until then ([`gate`]); `COMMIT`.
 //!    - 5xx, 408, timeout, connection error → roll back to the savepoint; `attempts + 1`, `last_error`,
-//!      `next_attempt_at = now + backoff` ([`backoff`], exponential with jitter); a row reaching
+//!      `next_attempt_at = now + backoff` ([`sparktrends_service::backoff`], exponential with jitter); a row reaching
 //!      `--max-attempts` becomes `failed`; `COMMIT`.
 //!    - any other status (Slack: `400 invalid_payload`, `403 action_prohibited`, `404 no_service`,
 //!      `410 channel_is_archived`) → roll back to the savepoint; `failed`, `attempts + 1`,
@@ -55,7 +55,6 @@
 
 pub mod anomaly;
 pub mod app;
-pub mod backoff;
 pub mod channel;
 pub mod cli;
 pub mod db;
@@ -64,8 +63,6 @@ pub mod listener;
 pub mod message;
 pub mod outbox;
 pub mod plan;
-pub mod retry_after;
-pub mod secret;
 pub mod severity;
 pub mod slack;
 pub mod stats;

@@ -10,8 +10,8 @@ use tokio::sync::{watch, Notify};
 use tokio_postgres::AsyncMessage;
 use tracing::{info, warn};
 
-use crate::backoff::retry_delay;
 use crate::db::PgSettings;
+use sparktrends_service::backoff::retry_delay;
 
 /// Must match `pg_notify(...)` in db/migrations/0004_alert_delivery.sql.
 pub const CHANNEL: &str = "sparktrends_anomalies";

@@ -11,8 +11,8 @@ use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
 
-use crate::retry_after::parse_retry_after;
-use crate::secret::Secret;
+use sparktrends_service::retry_after::parse_retry_after;
+use sparktrends_service::secret::Secret;
 
 /// Longest slice of Slack's reply body kept in `last_error`.
 const MAX_REASON_CHARS: usize = 300;

@@ -10,7 +10,6 @@ use tokio_postgres::{Client, Transaction};
 use tracing::{error, info, warn};
 
 use crate::anomaly::Anomaly;
-use crate::backoff::retry_delay;
 use crate::channel::Channel;
 use crate::db::PgSettings;
 use crate::gate::RateGate;
@@ -18,6 +17,7 @@ use crate::outbox::{self, Delivery, Statements};
 use crate::plan::{plan, LastMessage, Plan};
 use crate::slack::Outcome;
 use crate::stats::Stats;
+use sparktrends_service::backoff::retry_delay;
 
 /// Symbols skipped in one claim round because another alerter holds them; past this many, wait for a wake.
 const MAX_BUSY_SYMBOLS: usize = 32;

@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, EmitArg, KindArg, SourceCommand, SyntheticArgs};
 use crate::emitter::Emitter;
-use crate::producer::{KafkaSink, ProducerSettings};
-use crate::redact::redact_url;
+use crate::producer::{DeliveryCounter, KafkaSink, ProducerSettings};
 use crate::shutdown::{self, Shutdown};
 use crate::sim::{default_symbols, SimConfig};
 use crate::sources::{binance, finnhub, replay, synthetic, twelvedata};
@@ -20,20 +18,14 @@ use crate::tables::TableKind;
 use crate::topics::Topics;
 use crate::validation::Validator;
 use crate::ws::{self, WsEndpoint, WsTiming};
+use sparktrends_service::secret::redact_url;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_CONFIG: i32 = 2;
 
 pub fn run(cli: Cli) -> i32 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal; logs read by tools and files stay plain.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    sparktrends_service::init_logging();
     match plan(&cli) {
         Ok(Plan::Files) => run_file_mode(&cli),
         Ok(Plan::Kafka {
@@ -225,8 +217,10 @@ fn run_into_kafka(
         overrides: cli.kafka.producer_properties.clone(),
     };
     let required: Vec<&str> = required_topics.iter().map(String::as_str).collect();
+    let (trigger, shutdown) = shutdown::channel();
     // Before any source starts: a broker that does not answer is a clear error, not a silent queue.
-    let sink = match KafkaSink::connect(&settings, &required, stats.clone()) {
+    let context = DeliveryCounter::new(stats.clone(), trigger.clone());
+    let sink = match KafkaSink::connect(&settings, &required, context) {
         Ok(sink) => Arc::new(sink),
         Err(err) => {
             error!("{err:#}");
@@ -252,7 +246,6 @@ fn run_into_kafka(
             return EXIT_RUNTIME;
         }
     };
-    let (trigger, shutdown) = shutdown::channel();
     let outcome = runtime.block_on(async {
         let signals = tokio::spawn(shutdown::on_signals(trigger.clone()));
         let reporter = tokio::spawn(crate::stats::report_rates(
@@ -284,6 +277,10 @@ fn run_into_kafka(
         totals.reconnects,
         totals.payload_bytes
     );
+    if let Some(reason) = sink.fatal_error() {
+        error!("exiting after a fatal Kafka producer error: {reason}");
+        return EXIT_RUNTIME;
+    }
     match (outcome, flushed) {
         (Ok(()), Ok(())) if totals.delivery_failures == 0 => EXIT_OK,
         (Ok(()), Ok(())) => {

@@ -2,13 +2,11 @@
 //! topics of DESIGN §2, validated, keyed by symbol, bad input dead-lettered.
 
 pub mod app;
-pub mod backoff;
 pub mod cli;
 pub mod emitter;
 pub mod http;
 pub mod messages;
 pub mod producer;
-pub mod redact;
 pub mod shutdown;
 pub mod sim;
 pub mod sink;

@@ -2,7 +2,7 @@
 //! broker answers and the topics exist, and a bounded flush at shutdown.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -11,8 +11,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::shutdown::ShutdownTrigger;
 use crate::sink::Sink;
 use crate::stats::Stats;
 
@@ -27,12 +28,39 @@ pub struct ProducerSettings {
     pub overrides: Vec<(String, String)>,
 }
 
-/// Counts broker acknowledgements; librdkafka calls this from the producer's polling thread.
+/// Counts broker acknowledgements and watches for a fatal producer error; librdkafka calls it from the producer's
+/// polling thread.
 pub struct DeliveryCounter {
     stats: Arc<Stats>,
+    /// The first fatal error: after one, an idempotent producer can deliver nothing more.
+    fatal: Arc<OnceLock<String>>,
+    /// Stops the source, so the process exits non-zero and its supervisor starts a fresh producer.
+    on_fatal: ShutdownTrigger,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl DeliveryCounter {
+    pub fn new(stats: Arc<Stats>, on_fatal: ShutdownTrigger) -> Self {
+        Self {
+            stats,
+            fatal: Arc::default(),
+            on_fatal,
+        }
+    }
+}
+
+impl ClientContext for DeliveryCounter {
+    fn error(&self, err: KafkaError, reason: &str) {
+        if err.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            if self.fatal.set(reason.to_string()).is_ok() {
+                error!("fatal Kafka producer error: {reason}; stopping so that a restart starts a fresh producer");
+            }
+            self.on_fatal.trigger();
+        } else {
+            // Transient (a broker restarting, a connection reset): librdkafka retries on its own.
+            warn!("Kafka: {err}: {reason}");
+        }
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -63,7 +91,7 @@ impl KafkaSink {
     pub fn connect(
         settings: &ProducerSettings,
         required_topics: &[&str],
-        stats: Arc<Stats>,
+        context: DeliveryCounter,
     ) -> anyhow::Result<Self> {
         let mut config = ClientConfig::new();
         config
@@ -81,7 +109,7 @@ impl KafkaSink {
             config.set(key, value);
         }
         let producer: ThreadedProducer<DeliveryCounter> = config
-            .create_with_context(DeliveryCounter { stats })
+            .create_with_context(context)
             .context("cannot create the Kafka producer")?;
         let metadata = producer
             .client()
@@ -119,6 +147,11 @@ impl KafkaSink {
         Ok(Self { producer })
     }
 
+    /// The fatal error librdkafka reported, if any: the run must end non-zero.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer.context().fatal.get().cloned()
+    }
+
     /// Waits for every queued message to be acknowledged; returns how many were still pending on timeout.
     pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
         self.producer.flush(timeout).map_err(|err| {
@@ -146,5 +179,38 @@ impl Sink for KafkaSink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shutdown;
+
+    #[test]
+    fn a_fatal_error_stops_the_run_and_a_transient_one_does_not() {
+        let (trigger, shutdown) = shutdown::channel();
+        let context = DeliveryCounter::new(Arc::new(Stats::default()), trigger);
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert!(!shutdown.is_triggered());
+        assert!(context.fatal.get().is_none());
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::Fatal),
+            "Producer epoch fenced",
+        );
+        assert!(shutdown.is_triggered());
+        assert_eq!(
+            context.fatal.get().map(String::as_str),
+            Some("Producer epoch fenced")
+        );
+        // Only the first reason is kept.
+        context.error(KafkaError::Global(RDKafkaErrorCode::Fatal), "later");
+        assert_eq!(
+            context.fatal.get().map(String::as_str),
+            Some("Producer epoch fenced")
+        );
     }
 }

@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use sparktrends_service::backoff::Backoff;
 
 /// What a provider adds to the generic session.
 pub trait WsProtocol: Send {
