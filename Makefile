@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 STACK := $(PY) scripts/stack.py
 
-.PHONY: setup wheel up down status logs run bench test unit lint fmt clean
+.PHONY: setup wheel up down status logs run bench chaos test unit lint fmt clean
 
 setup:            ## system packages, .venv, Kafka broker classpath, Spark connector jars
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,9 @@ run: up           ## the pipeline on the local stack: synthetic market (or SOURC
 
 bench: wheel      ## every benchmark section side by side; JSON + markdown in .bench/ (make bench SECTIONS=kernels)
 	@$(PY) bench/run.py $(SECTIONS)
+
+chaos: up         ## faults under a live market (kill -9 each driver, ingest, alerter; restart PostgreSQL, Kafka, a worker), every row checked; ~15 min
+	@$(PY) bench/chaos.py
 
 test:             ## install, build, lint, start the stack, run Rust tests and pytest, stop the stack
 	@bash scripts/test.sh

@@ -1,0 +1,434 @@
+"""The chaos run: the pipeline on the real local stack under a schedule of faults, then every stored row checked.
+
+    make chaos                      (= python bench/chaos.py [--json .bench/chaos.json] [--markdown .bench/chaos.md])
+
+The run's logs are in .stack/logs/chaos-<tag>/; its topics are deleted at the end unless SPARKTRENDS_KEEP_CHAOS is
+set.
+
+A seeded synthetic market (30 minutes of history at once, then live in real time) feeds the bars job, the
+metrics job and the alerter (posting to a local fake Slack), on topics and a database of their own. While it runs,
+one component at a time is hit: kill -9 of each driver, of ingest and of the alerter (each started again at once,
+as a supervisor would), a PostgreSQL fast restart, a Kafka restart, and the loss and return of the Spark worker.
+Ingest, restarted with the same seed and start, sends the same history again (same ids) and goes on live: the
+replayed trades must be dropped as duplicates or as late, never counted twice.
+
+At the end, with the market stopped and the last bars closed, the run compares what is stored with the reference
+computed from the trades topic's contents (tests/bars_reference.py, deduplicated by trade id) and the kernels:
+- bars: every closed minute present, none extra, each equal to the reference;
+- metrics: every bar's row, equal to the kernels on the final bars;
+- anomalies: one outbox row per alerted (symbol, bar, kind), and every Slack post for a distinct anomaly.
+Per fault it reports the recovery time (until the next bar lands, so bars closing once a minute make it coarse: up
+to a minute plus the watermark even without a fault; for the alerter, until the outbox is empty again) and the
+bars lost among the minutes the market produced while the component was down. Exit 1 when any row is lost,
+duplicated or wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+import psycopg  # noqa: E402
+
+import cargo_bin  # noqa: E402
+import migrate  # noqa: E402
+import stack  # noqa: E402
+from tests import bars_reference  # noqa: E402
+from tests.alerts.fake_slack import FakeSlack  # noqa: E402
+from tests.stack.metrics_checks import METRICS, expected_metrics, stored_metrics  # noqa: E402
+from tests.stack.streaming import StreamingJob, consume_json  # noqa: E402
+
+DB = "sparktrends_chaos"
+WATERMARK_S = 10
+HISTORY_MINUTES = 30
+SYMBOLS = 8
+SEED = 11
+
+
+@dataclass
+class Fault:
+    name: str
+    hit: Callable[[], None]
+    recovered: Callable[[], bool]
+    started: float = 0.0
+    recovery_s: float | None = None
+    sim_window: tuple[int, int] = (0, 0)  # simulated ms produced while it was down
+    lost: int = 0
+    duplicated: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Run:
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.settings = stack.settings()
+        down = [name for name, up, *_ in stack.service_rows(self.settings) if not up]
+        if down:
+            raise SystemExit(f"chaos: the stack is not up ({', '.join(down)}): run `make up` first")
+        self.env = {**os.environ, **self.settings.client_env(), **stack.spark_env(self.settings), "POSTGRES_DB": DB}
+        self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
+        tag = uuid.uuid4().hex[:8]
+        self.topics = {role: f"chaos.{role}.{tag}" for role in ("trades", "bars", "companies", "deadletter")}
+        self.logs = stack.LOGS / f"chaos-{tag}"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = self.logs / "checkpoints"
+        self.jobs: dict[str, StreamingJob] = {}
+        self.ingest_proc: subprocess.Popen | None = None
+        self.alerter_proc: subprocess.Popen | None = None
+        self.slack = FakeSlack().start()
+        # A fixed start: a restarted ingest regenerates exactly the same market (seed and start decide it).
+        self.sim_start_ms = (int(time.time() // 60) - HISTORY_MINUTES) * 60_000
+        # The debug builds the tests use: a few hundred messages a second need no optimiser.
+        self.ingest_bin = cargo_bin.build("sparktrends-ingest", release=False)
+        self.alerter_bin = cargo_bin.build("sparktrends-alerter", release=False)
+
+    # ------------------------------------------------------------------------------------------ components
+
+    def start_job(self, name: str) -> None:
+        args = {
+            "bars": ["bars_job", "--trades-topic", self.topics["trades"], "--bars-topic", self.topics["bars"],
+                     "--watermark", f"{WATERMARK_S} seconds", "--trigger", "1 second"],
+            "metrics": ["metrics_job", "--bars-topic", self.topics["bars"], "--trigger", "1 second"],
+        }[name]  # fmt: skip
+        self.jobs[name] = StreamingJob(args[0], [*args[1:], "--checkpoint", str(self.checkpoints)], self.env)
+
+    def kill_job(self, name: str) -> None:
+        job = self.jobs[name]
+        (self.logs / f"job-{name}-{int(time.time())}.log").write_text("\n".join(job.lines))
+        job.stop(signal.SIGKILL)
+
+    def start_ingest(self) -> None:
+        log = (self.logs / "ingest.log").open("a")
+        self.ingest_proc = subprocess.Popen(
+            [str(self.ingest_bin), "synthetic", "--seed", str(SEED), "--num-symbols", str(SYMBOLS),
+             "--start", str(self.sim_start_ms),
+             "--trades-topic", self.topics["trades"], "--bars-topic", self.topics["bars"],
+             "--companies-topic", self.topics["companies"], "--deadletter-topic", self.topics["deadletter"],
+             "--stats-interval", "5"],
+            env={**self.env, "RUST_LOG": "info"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def start_alerter(self) -> None:
+        log = (self.logs / "alerter.log").open("a")
+        self.alerter_proc = subprocess.Popen(
+            [str(self.alerter_bin), "--poll-interval-ms", "200", "--stats-interval-ms", "5000"],
+            env={**self.env, "SLACK_WEBHOOK": self.slack.url, "RUST_LOG": "info"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    @staticmethod
+    def kill9(proc: subprocess.Popen | None) -> None:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    # ------------------------------------------------------------------------------------------ observation
+
+    def pg(self) -> psycopg.Connection:
+        return psycopg.connect(
+            host=self.env["POSTGRES_HOST"], port=self.env["POSTGRES_PORT"], user=self.env["POSTGRES_USER"],
+            password=self.env["POSTGRES_PASSWORD"], dbname=DB, connect_timeout=3, autocommit=True,
+        )  # fmt: skip
+
+    def count(self, sql: str) -> int | None:
+        try:
+            with self.pg() as conn:
+                return int(conn.execute(sql).fetchone()[0])
+        except psycopg.Error:
+            return None
+
+    def bars_stored(self) -> int | None:
+        return self.count("SELECT count(*) FROM bars_1m")
+
+    def grows(self, what: Callable[[], int | None], since: int | None) -> bool:
+        now = what()
+        return now is not None and since is not None and now > since
+
+    # ------------------------------------------------------------------------------------------ faults
+
+    def faults(self) -> list[Fault]:
+        def job_fault(name: str, output: Callable[[], int | None]) -> Fault:
+            """Recovered when the job's own output grows again."""
+            baseline: dict[str, int | None] = {}
+
+            def hit() -> None:
+                self.kill_job(name)
+                baseline["rows"] = output()
+                self.start_job(name)
+
+            return Fault(f"kill -9 {name} job driver", hit, lambda: self.grows(output, baseline["rows"]))
+
+        def service_fault(label: str, stop: Callable[[], None], start: Callable[[], None]) -> Fault:
+            baseline: dict[str, int | None] = {}
+
+            def hit() -> None:
+                baseline["bars"] = self.bars_stored()
+                stop()
+                time.sleep(3)
+                start()
+
+            return Fault(label, hit, lambda: self.grows(self.bars_stored, baseline["bars"]))
+
+        def ingest_hit() -> None:
+            self.kill9(self.ingest_proc)
+            self.start_ingest()
+
+        def alerter_hit() -> None:
+            self.kill9(self.alerter_proc)
+            self.start_alerter()
+
+        posts_at_hit: dict[str, int] = {}
+
+        def alerter_recovered() -> bool:
+            pending = self.count("SELECT count(*) FROM anomalies WHERE status = 'pending'")
+            return self.alerter_proc is not None and self.alerter_proc.poll() is None and pending == 0
+
+        s = self.settings
+        ingest_base: dict[str, int | None] = {}
+
+        def ingest_fault_hit() -> None:
+            ingest_base["bars"] = self.bars_stored()
+            ingest_hit()
+
+        alerter = Fault("kill -9 alerter", lambda: (posts_at_hit.update(n=len(self.slack.snapshot())), alerter_hit()),
+                        alerter_recovered)  # fmt: skip
+        return [
+            job_fault("bars", self.bars_stored),
+            Fault("kill -9 ingest", ingest_fault_hit, lambda: self.grows(self.bars_stored, ingest_base["bars"])),
+            job_fault("metrics", lambda: self.count("SELECT count(*) FROM metrics_1m")),
+            alerter,
+            service_fault("PostgreSQL fast restart", stack.stop_postgres, lambda: stack.start_postgres(s)),
+            service_fault("Kafka restart", lambda: stack.terminate("kafka"), lambda: stack.start_kafka(s)),
+            service_fault(
+                "Spark worker lost and back", lambda: stack.terminate("spark-worker"), lambda: stack.start_spark(s)
+            ),
+        ]
+
+    # ------------------------------------------------------------------------------------------ the run
+
+    @staticmethod
+    def sim_now_ms(_started: float) -> int:
+        return int(time.time() * 1000)  # live: simulated time is wall time
+
+    def run(self, spacing: float) -> dict:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        migrate.recreate_database(DB, self.env)
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        for future in admin.create_topics(
+            [NewTopic(t, num_partitions=3, replication_factor=1) for t in self.topics.values()]
+        ).values():
+            future.result()
+        for name in ("bars", "metrics"):
+            self.start_job(name)
+        for job in self.jobs.values():
+            job.wait_for("the query to start", lambda job=job: any("[stream] running" in x for x in job.lines), 240)
+        self.start_alerter()
+        self.log(f"chaos: jobs up; market of {SYMBOLS} symbols, {HISTORY_MINUTES} minutes of history, then live")
+        started = time.monotonic()
+        self.start_ingest()
+        faults = self.faults()
+        time.sleep(spacing)
+        for fault in faults:
+            fault.started = time.monotonic()
+            sim_from = self.sim_now_ms(started)
+            self.log(f"chaos: {fault.name}")
+            fault.hit()
+            deadline = fault.started + 240
+            while time.monotonic() < deadline and not fault.recovered():
+                time.sleep(0.5)
+            if fault.recovered():
+                fault.recovery_s = time.monotonic() - fault.started
+                self.log(f"chaos: {fault.name}: recovered in {fault.recovery_s:.1f}s")
+            else:
+                fault.notes.append("not recovered within 240 s")
+                self.log(f"chaos: {fault.name}: NOT recovered within 240 s")
+            fault.sim_window = (sim_from, self.sim_now_ms(started))
+            for name, job in self.jobs.items():
+                if job.proc.poll() is not None:  # a job the fault killed: the supervisor's restart
+                    fault.notes.append(f"{name} job died and was restarted")
+                    self.log(f"chaos: the {name} job died under {fault.name}; restarting it")
+                    self.start_job(name)
+            time.sleep(spacing)
+        self.log("chaos: schedule done; one more minute of market, then ingest stops and the last bars close")
+        time.sleep(70)
+        assert self.ingest_proc is not None
+        self.ingest_proc.terminate()
+        self.ingest_proc.wait(60)
+        return self.settle_and_check(faults)
+
+    def settle_and_check(self, faults: list[Fault]) -> dict:
+        trades = consume_json(self.settings.kafka_bootstrap, self.topics["trades"], expected=10**9, timeout=60)
+        self.log(f"chaos: {len(trades):,} trade messages on the topic")
+        reference = bars_reference.bars(trades)
+        last_event = max(t["ts_ms"] for t in trades)
+        # Minutes the watermark has closed: the last one stays open (no later trade moves the watermark past it).
+        closed = {k: v for k, v in reference.items() if k[1] + 60_000 + WATERMARK_S * 1000 <= last_event}
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            stored = self.count("SELECT count(*) FROM bars_1m")
+            metrics = self.count("SELECT count(*) FROM metrics_1m")
+            if stored is not None and stored >= len(closed) and metrics is not None and metrics >= stored:
+                break
+            time.sleep(2)
+        time.sleep(10)  # one more batch of each job, and the alerter's last posts
+        with self.pg() as conn:
+            rows = conn.execute(
+                "SELECT symbol, (extract(epoch from ts) * 1000)::bigint, open, high, low, close, volume, trades, vwap "
+                "FROM bars_1m"
+            ).fetchall()
+            anomalies = conn.execute("SELECT id, symbol, ts, kind, status FROM anomalies").fetchall()
+            symbols = [r[0] for r in conn.execute("SELECT DISTINCT symbol FROM bars_1m").fetchall()]
+            stored_m = stored_metrics(conn, symbols)
+        stored_bars = {(r[0], int(r[1])): r for r in rows}
+        lost = sorted(set(closed) - set(stored_bars))
+        extra = sorted(set(stored_bars) - set(reference))
+        wrong = [k for k in set(closed) & set(stored_bars) if not same_bar(stored_bars[k], closed[k])]
+        final_bars = [
+            {"symbol": k[0], "ts_ms": k[1], **{c: v for c, v in zip(("open", "high", "low", "close", "volume"),
+                                                               stored_bars[k][2:7])},
+             "vwap": stored_bars[k][8]}
+            for k in stored_bars
+        ]  # fmt: skip
+        expected_m = expected_metrics(final_bars)
+        metrics_missing = len(expected_m.keys() - stored_m.keys())
+        metrics_wrong = 0
+        for key in expected_m.keys() & stored_m.keys():
+            want, got = expected_m[key], stored_m[key]
+            for column in METRICS:
+                a, b = got[column], want[column]
+                if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9 * max(1.0, abs(b))):
+                    metrics_wrong += 1
+                    break
+            else:
+                metrics_wrong += got["is_anomaly"] != want["is_anomaly"]
+        outbox_keys = [(a[1], a[2], a[3]) for a in anomalies]
+        posts = self.slack.snapshot()
+        lead_ids = [p.lead_id for p in posts]
+        for fault in faults:
+            lo, hi = fault.sim_window
+            fault.lost = sum(1 for k in lost if lo - 60_000 <= k[1] <= hi)
+        result = {
+            "symbols": SYMBOLS,
+            "history_minutes": HISTORY_MINUTES,
+            "trade_messages": len(trades),
+            "bars_closed_in_reference": len(closed),
+            "bars_stored": len(stored_bars),
+            "bars_lost": len(lost),
+            "bars_extra": len(extra),
+            "bars_wrong": len(wrong),
+            "metrics_rows": len(stored_m),
+            "metrics_missing": metrics_missing,
+            "metrics_wrong": metrics_wrong,
+            "anomalies": len(anomalies),
+            "anomalies_duplicated": len(outbox_keys) - len(set(outbox_keys)),
+            "anomalies_delivered": sum(1 for a in anomalies if a[4] == "delivered"),
+            "slack_posts": len(posts),
+            "slack_posts_duplicated": len(lead_ids) - len(set(lead_ids)),
+            "examples": {"lost": [list(k) for k in lost[:5]], "wrong": [list(k) for k in wrong[:5]]},
+            "faults": [
+                {
+                    "fault": f.name,
+                    "recovery_s": f.recovery_s,
+                    "bars_lost_in_window": f.lost,
+                    "sim_window_minutes": round((f.sim_window[1] - f.sim_window[0]) / 60_000, 1),
+                    "notes": f.notes,
+                }
+                for f in faults
+            ],
+        }
+        return result
+
+    def close(self) -> None:
+        self.kill9(self.ingest_proc)
+        if self.alerter_proc is not None and self.alerter_proc.poll() is None:
+            self.alerter_proc.terminate()
+            self.alerter_proc.wait(20)
+        for name, job in self.jobs.items():
+            job.stop()
+            (self.logs / f"job-{name}.log").write_text("\n".join(job.lines))
+        self.slack.stop()
+        if os.environ.get("SPARKTRENDS_KEEP_CHAOS") is None:  # keep the topics to inspect a failed run
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+            for future in admin.delete_topics(list(self.topics.values())).values():
+                try:
+                    future.result()
+                except Exception as err:  # a topic the run never created
+                    self.log(f"chaos: could not delete a topic: {err}")
+
+
+def same_bar(stored: tuple, reference: dict) -> bool:
+    """Prices and the trade count exactly; volume and VWAP to rounding (Spark sums in no fixed order)."""
+    prices = tuple(stored[2:6]) == tuple(reference[c] for c in ("open", "high", "low", "close"))
+    close_enough = all(
+        (a is None) == (b is None) and (a is None or abs(a - b) <= 1e-9 * max(1.0, abs(b)))
+        for a, b in ((stored[6], reference["volume"]), (stored[8], reference["vwap"]))
+    )
+    return prices and close_enough and stored[7] == reference["trades"]
+
+
+def markdown(res: dict) -> str:
+    lines = [
+        f"{res['symbols']} symbols, {res['history_minutes']} minutes of history then live, "
+        f"{res['trade_messages']:,} trade messages; {res['bars_closed_in_reference']} closed bars in the reference",
+        "",
+        "| fault | recovery (s) | bars lost (minutes produced while down) | notes |",
+        "|---|---:|---:|---|",
+    ]
+    for f in res["faults"]:
+        rec = "-" if f["recovery_s"] is None else f"{f['recovery_s']:.1f}"
+        lines.append(
+            f"| {f['fault']} | {rec} | {f['bars_lost_in_window']} ({f['sim_window_minutes']} min) | "
+            f"{'; '.join(f['notes'])} |"
+        )
+    lines += [
+        "",
+        "| check | count |",
+        "|---|---:|",
+        *(f"| {k} | {res[k]} |" for k in ("bars_stored", "bars_lost", "bars_extra", "bars_wrong", "metrics_rows",
+                                            "metrics_missing", "metrics_wrong", "anomalies", "anomalies_duplicated",
+                                            "anomalies_delivered", "slack_posts", "slack_posts_duplicated")),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spacing", type=float, default=30.0, help="seconds between faults")
+    parser.add_argument("--json", type=Path, default=REPO / ".bench" / "chaos.json")
+    parser.add_argument("--markdown", type=Path, default=REPO / ".bench" / "chaos.md")
+    args = parser.parse_args()
+    # SIGTERM (a timeout, a Ctrl-C from a wrapper) must still stop the jobs and processes this run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    run = Run(lambda m: print(f"{dt.datetime.now():%H:%M:%S} {m}", flush=True))
+    try:
+        res = run.run(args.spacing)
+    finally:
+        run.close()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=1, default=str))
+    text = markdown(res)
+    args.markdown.write_text(text + "\n")
+    print(text)
+    bad = sum(res[k] for k in ("bars_lost", "bars_extra", "bars_wrong", "metrics_missing", "metrics_wrong",
+                               "anomalies_duplicated", "slack_posts_duplicated"))  # fmt: skip
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
