@@ -549,6 +549,14 @@ def create_topics(s: Settings) -> None:
 # --------------------------------------------------------------------------- Spark standalone
 
 
+# The worker deletes the work directories (the application's jars, zip and executor logs) of applications that
+# stopped more than a day ago: each restart of a streaming job is a new application, so without this spark-work/
+# grows with every restart. Compose's worker reads the same value (a static test compares them).
+WORKER_CLEANUP_OPTS = (
+    "-Dspark.worker.cleanup.enabled=true -Dspark.worker.cleanup.interval=1800 -Dspark.worker.cleanup.appDataTtl=86400"
+)
+
+
 def spark_env(s: Settings) -> dict[str, str]:
     conf = CONF / "spark"
     conf.mkdir(parents=True, exist_ok=True)
@@ -566,6 +574,7 @@ def spark_env(s: Settings) -> dict[str, str]:
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SPARK_LOCAL_DIRS": str(DATA / "spark-local"),
         "SPARK_DAEMON_MEMORY": "512m",
+        "SPARK_WORKER_OPTS": WORKER_CLEANUP_OPTS,
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
     }

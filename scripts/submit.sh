@@ -22,7 +22,8 @@ PY
 )
 # Each application takes a few of the worker's slots, so the pipeline's streaming jobs run side by side; few
 # shuffle partitions because a 2-core cluster pays per task (2 rather than 6 cut a live bars batch from ~1 s to
-# ~0.6 s), and a stateful query keeps this number for life.
+# ~0.6 s), and a stateful query keeps this number for life. Executor logs roll at 10 MB, five kept: a streaming job
+# runs for weeks.
 exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.sql.session.timeZone=UTC" \
   --conf "spark.driver.extraJavaOptions=-Duser.timezone=UTC" \
@@ -30,5 +31,8 @@ exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.cores.max=${SPARK_APP_CORES:-2}" \
   --conf "spark.executor.memory=${SPARK_EXECUTOR_MEMORY:-1g}" \
   --conf "spark.sql.shuffle.partitions=${SPARK_SHUFFLE_PARTITIONS:-2}" \
+  --conf "spark.executor.logs.rolling.strategy=size" \
+  --conf "spark.executor.logs.rolling.maxSize=10485760" \
+  --conf "spark.executor.logs.rolling.maxRetainedFiles=5" \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \
   "$(case "$job" in *.py) echo "$job";; *) echo "$repo/spark_jobs/$job.py";; esac)" "$@"

@@ -87,6 +87,7 @@ def test_spark_services_run_the_local_stack_classes_and_ports():
     assert worker[worker.index("--webui-port") + 1] == str(defaults.worker_ui_port)
     assert worker[2] == f"spark://spark-master:{defaults.master_port}"
     assert f"{LOOPBACK}:{defaults.master_ui_port}:{defaults.master_ui_port}" in SERVICES["spark-master"]["ports"]
+    assert SERVICES["spark-worker"]["environment"]["SPARK_WORKER_OPTS"] == stack.WORKER_CLEANUP_OPTS
     # Scalable workers: no fixed name, no published host port.
     assert "container_name" not in SERVICES["spark-worker"] and "ports" not in SERVICES["spark-worker"]
 
