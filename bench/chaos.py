@@ -67,7 +67,6 @@ class Fault:
     recovery_s: float | None = None
     sim_window: tuple[int, int] = (0, 0)  # simulated ms produced while it was down
     lost: int = 0
-    duplicated: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -171,45 +170,32 @@ class Run:
 
             return Fault(f"kill -9 {name} job driver", hit, lambda: self.grows(output, baseline["rows"]))
 
-        def service_fault(label: str, stop: Callable[[], None], start: Callable[[], None]) -> Fault:
+        def service_fault(label: str, stop: Callable[[], None], start: Callable[[], None], pause: float = 3.0) -> Fault:
+            """Recovered when bars land again."""
             baseline: dict[str, int | None] = {}
 
             def hit() -> None:
                 baseline["bars"] = self.bars_stored()
                 stop()
-                time.sleep(3)
+                time.sleep(pause)
                 start()
 
             return Fault(label, hit, lambda: self.grows(self.bars_stored, baseline["bars"]))
-
-        def ingest_hit() -> None:
-            self.kill9(self.ingest_proc)
-            self.start_ingest()
-
-        def alerter_hit() -> None:
-            self.kill9(self.alerter_proc)
-            self.start_alerter()
-
-        posts_at_hit: dict[str, int] = {}
 
         def alerter_recovered() -> bool:
             pending = self.count("SELECT count(*) FROM anomalies WHERE status = 'pending'")
             return self.alerter_proc is not None and self.alerter_proc.poll() is None and pending == 0
 
+        def alerter_hit() -> None:
+            self.kill9(self.alerter_proc)
+            self.start_alerter()
+
         s = self.settings
-        ingest_base: dict[str, int | None] = {}
-
-        def ingest_fault_hit() -> None:
-            ingest_base["bars"] = self.bars_stored()
-            ingest_hit()
-
-        alerter = Fault("kill -9 alerter", lambda: (posts_at_hit.update(n=len(self.slack.snapshot())), alerter_hit()),
-                        alerter_recovered)  # fmt: skip
         return [
             job_fault("bars", self.bars_stored),
-            Fault("kill -9 ingest", ingest_fault_hit, lambda: self.grows(self.bars_stored, ingest_base["bars"])),
+            service_fault("kill -9 ingest", lambda: self.kill9(self.ingest_proc), self.start_ingest, pause=0),
             job_fault("metrics", lambda: self.count("SELECT count(*) FROM metrics_1m")),
-            alerter,
+            Fault("kill -9 alerter", alerter_hit, alerter_recovered),
             service_fault("PostgreSQL fast restart", stack.stop_postgres, lambda: stack.start_postgres(s)),
             service_fault("Kafka restart", lambda: stack.terminate("kafka"), lambda: stack.start_kafka(s)),
             service_fault(

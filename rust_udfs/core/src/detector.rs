@@ -65,10 +65,6 @@ impl RingWindow {
         }
     }
 
-    fn cap(&self) -> usize {
-        self.cap
-    }
-
     fn push(&mut self, x: f64) {
         let cap = self.cap;
         if self.values.len() < cap {
@@ -243,13 +239,6 @@ impl DetectorState {
             last_flag_ts: None,
             episode_critical: false,
         }
-    }
-
-    /// Whether the state was built for windows of these lengths.
-    pub(crate) fn fits(&self, cfg: &MetricsConfig) -> bool {
-        self.long_squares.cap() == cfg.scale_floor_window
-            && self.short_squares.cap() == cfg.regime_window
-            && self.scales.cap() == scale_history(cfg)
     }
 
     /// σ̂ after the bar `k` bars before the one being processed.

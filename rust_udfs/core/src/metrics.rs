@@ -605,7 +605,7 @@ pub fn compute(
     cfg.validate()?;
     bars.check_lengths()?;
     if let Some(c) = carry {
-        if !c.config.state_compatible(cfg) || !c.detector.fits(cfg) {
+        if !c.config.state_compatible(cfg) {
             return Err(MetricsError::CarryConfigMismatch);
         }
     }
