@@ -487,6 +487,16 @@ def kafka_healthy(s: Settings) -> bool:
         return False
 
 
+def new_kafka_cluster_id() -> str:
+    """A random KRaft cluster id as Kafka's own ``Uuid.randomUuid`` makes it: URL-safe base64 of a
+    UUID that never starts with "-" (one in 64 would, and kafka-storage's parser takes it for an
+    option: CI failed on exactly that)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def start_kafka(s: Settings) -> None:
     if pid_alive(read_pid(RUN / "kafka.pid")) and kafka_healthy(s):
         log(f"kafka already running on {s.kafka_bootstrap}")
@@ -498,7 +508,7 @@ def start_kafka(s: Settings) -> None:
         log4j = f"-Dlog4j.configuration=file:{CONF / 'kafka' / 'log4j.properties'}"
         if not (KAFKA_DATA / "meta.properties").exists():
             # KRaft storage is formatted once with a fresh cluster id; later starts reuse it.
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_kafka_cluster_id()
             KAFKA_DATA.mkdir(parents=True, exist_ok=True)
             result = subprocess.run(
                 [
@@ -508,8 +518,8 @@ def start_kafka(s: Settings) -> None:
                     classpath,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # "=" form: an id is an argument even if a tool's parser would read it as an option
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(config),
                 ],
