@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import contracts, detector_profiles
+from spark_jobs import contracts, detector_profiles, late_trades
 from spark_jobs.common import (
     checkpoint_dir,
     interval_ms,
@@ -221,13 +221,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="checkpoint root (default $SPARKTRENDS_CHECKPOINTS)")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
     parser.add_argument(
-        "--reject-retention", default=DEFAULT_REJECT_RETENTION, help="keep rejected_messages rows this long"
+        "--reject-retention",
+        default=DEFAULT_REJECT_RETENTION,
+        help="keep rejected_messages and late_trades rows this long",
     )
     detector_profiles.add_argument(parser)
     args = parser.parse_args()
     profiles = detector_profiles.load(args.detector_config)
     purged = purge_old_rejects(args.reject_retention)
-    print(f"[bars] purged {purged} rejected message(s) older than {args.reject_retention}", flush=True)
+    print(f"[bars] purged {purged} reject and late-trade row(s) older than {args.reject_retention}", flush=True)
 
     spark = spark_session("sparktrends-bars")
     # See bar_and_reject_records: both branches must read the whole `trade` struct.
@@ -239,10 +241,12 @@ def main() -> None:
     records = bar_and_reject_records(
         parse_trades(raw), args.watermark, int(spark.conf.get("spark.sql.shuffle.partitions"))
     )
+    checkpoint = checkpoint_dir(args.checkpoint, "bars")
+    late_trades.watch(spark, "bars", query_name="bars", topic=args.trades_topic, checkpoint=checkpoint)
     query = (
         records.writeStream.queryName("bars")
         .foreachBatch(publish(spark, args.bars_topic, profiles))
-        .option("checkpointLocation", checkpoint_dir(args.checkpoint, "bars"))
+        .option("checkpointLocation", checkpoint)
         .outputMode("append")
         .trigger(**paced_trigger(spark))
         .start()

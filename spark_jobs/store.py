@@ -45,11 +45,12 @@ DEFAULT_REJECT_RETENTION = "30 days"
 
 
 def purge_old_rejects(max_age: str = DEFAULT_REJECT_RETENTION) -> int:
-    """Delete rejected_messages rows older than `max_age` (a PostgreSQL interval); returns how many went."""
+    """Delete rejected_messages and late_trades rows older than `max_age` (a PostgreSQL interval): both record
+    input the bars job could not use, kept for the same inspection window. Returns how many rows went."""
     with pg_connect() as conn:
-        return conn.execute(
-            "DELETE FROM rejected_messages WHERE received_at < now() - %s::interval", (max_age,)
-        ).rowcount
+        rejects = conn.execute("DELETE FROM rejected_messages WHERE received_at < now() - %s::interval", (max_age,))
+        late = conn.execute("DELETE FROM late_trades WHERE recorded_at < now() - %s::interval", (max_age,))
+        return rejects.rowcount + late.rowcount
 
 
 def upsert(
