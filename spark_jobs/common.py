@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Producer
@@ -150,13 +153,23 @@ def paced_trigger(spark: SparkSession) -> dict[str, str]:
 
 
 class ProgressReporter(StreamingQueryListener):
-    """One line per micro-batch: rows in, rate, observed metrics and rows dropped as too late."""
+    """One line per micro-batch: rows in, rate, observed metrics and rows dropped as too late. Every progress
+    and idle event also tells `watch` the query is alive."""
+
+    def __init__(self, watch: StallWatch | None = None) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def _heard(self, query_id: Any) -> None:
+        if self.watch is not None and (line := self.watch.heard(query_id)):
+            print(line, flush=True)
 
     def onQueryStarted(self, event: Any) -> None:
         print(f"[stream] {event.name} started (id {event.id})", flush=True)
 
     def onQueryProgress(self, event: Any) -> None:
         p = event.progress
+        self._heard(p.id)
         observed = {k: v.asDict() for k, v in (p.observedMetrics or {}).items()}
         late = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
         rate = p.processedRowsPerSecond or 0.0
@@ -170,14 +183,90 @@ class ProgressReporter(StreamingQueryListener):
         )
 
     def onQueryIdle(self, event: Any) -> None:
-        pass
+        self._heard(event.id)
 
     def onQueryTerminated(self, event: Any) -> None:
         status = f"failed: {event.exception}" if event.exception else "stopped"
         print(f"[stream] query {event.id} {status}", flush=True)
 
 
+# A micro-batch still running after this long is reported as stalled: a lost worker leaves a batch waiting for
+# executors with no limit, and a hung database write holds it. A full backlog batch here takes well under a minute.
+STALL_AFTER_S = float(os.environ.get("SPARKTRENDS_STALL_AFTER_S", "300"))
+
+
+class StallWatch:
+    """Finds queries that have gone quiet. A running query reports every trigger to its listeners: a progress
+    event after each batch, an idle event at least every 10 s when there is no data
+    (spark.sql.streaming.noDataProgressEventInterval). One that reports nothing for `after_s` is inside a batch
+    that does not finish. One line when a stall is found, one every `repeat_s` while it lasts (with Spark's own
+    status message, which says what the batch waits for), one when it ends."""
+
+    def __init__(
+        self, after_s: float = STALL_AFTER_S, repeat_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.after_s, self.repeat_s, self.clock = after_s, repeat_s, clock
+        # By query id (an idle event carries no name): when it last reported a trigger, when its stall was
+        # last reported, and its name for the log.
+        self.last_heard: dict[str, float] = {}
+        self.last_report: dict[str, float] = {}
+        self.names: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def heard(self, query_id: object) -> str | None:
+        """Called on each progress or idle event (and at start); returns a line when it ends a stall."""
+        key = str(query_id)
+        with self.lock:
+            now, quiet_since = self.clock(), self.last_heard.get(key)
+            self.last_heard[key] = now
+            if self.last_report.pop(key, None) is not None and quiet_since is not None:
+                name = self.names.get(key, key)
+                return f"[stream] {name} is moving again after {now - quiet_since:.0f}s without a trigger"
+            return None
+
+    def check(self, queries: Sequence[StreamingQuery]) -> list[str]:
+        lines = []
+        with self.lock:
+            now = self.clock()
+            for query in queries:
+                key = str(query.id)
+                name = self.names.setdefault(key, query.name or key)
+                quiet = now - self.last_heard.setdefault(key, now)
+                reported = self.last_report.get(key)
+                if not query.isActive or quiet < self.after_s or (reported and now - reported < self.repeat_s):
+                    continue
+                progress = query.lastProgress
+                after = f"batch {progress['batchId']}" if progress else "its start"
+                lines.append(
+                    f"[stream] STALLED: {name} has finished no trigger for {quiet:.0f}s since {after} "
+                    f"(Spark: {query.status.get('message', '?')})"
+                )
+                self.last_report[key] = now
+        return lines
+
+
+def start_stall_watch(queries: Sequence[StreamingQuery], watch: StallWatch, every_s: float = 10.0) -> None:
+    """Checks `queries` with `watch` on a daemon thread, printing what it finds."""
+
+    def run() -> None:
+        while True:
+            time.sleep(every_s)
+            for line in watch.check(queries):
+                print(line, flush=True)
+
+    threading.Thread(target=run, name="stall-watch", daemon=True).start()
+
+
 def start_progress_reporter(spark: SparkSession, queries: list[StreamingQuery]) -> None:
-    spark.streams.addListener(ProgressReporter())
+    """One line per micro-batch (ProgressReporter) and a report of any batch that stalls (StallWatch)."""
+    watch = StallWatch()
+    for query in queries:
+        watch.heard(query.id)
+    spark.streams.addListener(ProgressReporter(watch))
+    start_stall_watch(queries, watch)
     names = ", ".join(q.name or "?" for q in queries)
-    print(f"[stream] running {names}; Spark UI {spark.sparkContext.uiWebUrl}", flush=True)
+    print(
+        f"[stream] running {names}; a batch running over {STALL_AFTER_S:.0f}s is reported as stalled; "
+        f"Spark UI {spark.sparkContext.uiWebUrl}",
+        flush=True,
+    )

@@ -299,3 +299,44 @@ def test_a_skewed_clock_cannot_make_other_symbols_trades_late(stack_settings, st
     assert job.late_dropped.get("bars", 0) == 0, job.log_tail()
     rejected = pg.execute("SELECT reason_code FROM rejected_messages WHERE topic = %s", (trades_topic,)).fetchall()
     assert rejected == [("ts_in_future",)]
+
+
+@pytest.mark.timeout(600)
+def test_a_batch_held_by_a_hung_database_write_is_reported_as_stalled(
+    stack_settings, stack_env, kafka_topic, pg, test_db, tmp_path
+):
+    """Another session holds bars_1m locked, so the batch that closes bars hangs in its write: the job reports the
+    stall while it lasts and says when it moves again, and the bars land once the lock goes."""
+    import psycopg
+
+    trades_topic, bars_topic = kafka_topic("trades"), kafka_topic("bars")
+    symbol = f"ST{uuid.uuid4().hex[:6].upper()}"
+    t0 = (int(time.time() * 1000) // MINUTE - 10) * MINUTE
+    trades = [trade(symbol, t0 + i * 10_000, 100.0 + i, 1.0, f"{i}") for i in range(18)]  # minutes 0..2
+    closer = trade(symbol, t0 + 6 * MINUTE, 100.0, 1.0, "closer")
+    args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--trigger", "1 second",
+            "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
+    holder = psycopg.connect(
+        host=stack_env["POSTGRES_HOST"],
+        port=stack_env["POSTGRES_PORT"],
+        user=stack_env["POSTGRES_USER"],
+        password=stack_env["POSTGRES_PASSWORD"],
+        dbname=test_db,
+    )
+    job = StreamingJob("bars_job", args, {**stack_env, "SPARKTRENDS_STALL_AFTER_S": "5"})
+    try:
+        job.wait_for("the query running", lambda: any("[stream] running bars" in line for line in job.lines))
+        holder.execute("LOCK TABLE bars_1m IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
+        produce(stack_settings.kafka_bootstrap, trades_topic, [(symbol, json.dumps(t)) for t in [*trades, closer]])
+        job.wait_for("the stall reported", lambda: any("STALLED: bars" in line for line in job.lines), timeout=120)
+        holder.rollback()
+        job.wait_for("the query moving again", lambda: any("bars is moving again" in line for line in job.lines))
+        job.wait_for(
+            "the held bars",
+            lambda: pg.execute("SELECT count(*) FROM bars_1m WHERE symbol = %s", (symbol,)).fetchone()[0] == 3,
+        )
+    finally:
+        holder.close()
+        job.stop()
+    stalled = next(line for line in job.lines if "STALLED: bars" in line)
+    assert "has finished no trigger for" in stalled, stalled
