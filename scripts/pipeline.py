@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 import cargo_bin  # noqa: E402
+import logfiles  # noqa: E402
 import stack  # noqa: E402
 
 BACKOFF_INITIAL_S = 1.0
@@ -96,6 +97,9 @@ class Component:
             self.proc.wait(10)
         print(f"pipeline: stopped {self.name}", flush=True)
 
+
+# How often the runner bounds .stack/logs (every service's log and its components', scripts/logfiles.py).
+LOG_CHECK_S = 60.0
 
 COMPONENTS = ["bars-job", "metrics-job", "companies-job", "alerter", "ingest"]
 
@@ -183,7 +187,7 @@ def main() -> int:
     try:
         for part in parts:
             part.start(env)
-        last_report = 0.0
+        last_report = last_rotation = 0.0
         while not stopping and (args.duration is None or time.monotonic() - started < args.duration):
             dead = [p for p in parts if not p.alive() and not p.finished]
             if dead and args.no_restart:
@@ -199,6 +203,10 @@ def main() -> int:
             if time.monotonic() - last_report >= args.every:
                 report(started)
                 last_report = time.monotonic()
+            if time.monotonic() - last_rotation >= LOG_CHECK_S:
+                for path in logfiles.rotate(stack.LOGS):
+                    print(f"pipeline: rotated {path.name} (over {logfiles.MAX_BYTES // 2**20} MB)", flush=True)
+                last_rotation = time.monotonic()
             time.sleep(0.5)
     finally:
         for part in reversed(parts):  # ingest first, so the jobs see the last messages
