@@ -94,14 +94,16 @@ def run(stack_settings) -> list[dict]:  # noqa: ANN001 - scripts/stack.py Settin
 
     binary = cargo_bin.build("sparktrends-alerter")
     env = {**os.environ, **stack_settings.client_env(), "POSTGRES_DB": BENCH_DB, "RUST_LOG": "warn"}
-    migrate.recreate_database(BENCH_DB, env)
+    migrate.recreate_database(BENCH_DB, {**env, **stack_settings.owner_env()})
 
     slack = FakeSlack().start()
     env["SLACK_WEBHOOK"] = slack.url
     rows = []
     with (
         tempfile.TemporaryFile() as log,
-        psycopg.connect(migrate.conninfo(BENCH_DB), password=env["POSTGRES_PASSWORD"]) as conn,
+        psycopg.connect(
+            migrate.conninfo(BENCH_DB), user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"]
+        ) as conn,
     ):
         alerter = subprocess.Popen([str(binary)], env=env, stdout=log, stderr=log)
         try:

@@ -79,7 +79,7 @@ class Run:
             self.admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result()
         self.env = {**os.environ, **settings.client_env(), **stack.spark_env(settings), "POSTGRES_DB": DATABASE,
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-        migrate.recreate_database(DATABASE, self.env)
+        migrate.recreate_database(DATABASE, {**self.env, **settings.owner_env()})
         # The trigger is the bars job's: how often trades are read. The metrics job looks for new bars at its
         # default interval (500 ms).
         self.jobs = [

@@ -5,6 +5,8 @@
     python scripts/stack.py status   one line per service: state, pid, endpoint
     python scripts/stack.py down     stop everything this stack started
     python scripts/stack.py logs [service] [-f]
+    python scripts/stack.py cluster-secrets DIR   DIR/spark-defaults.conf (Spark RPC authentication) and DIR/pgpass
+                                                  (the executors' PostgreSQL password): compose's init step
 
 All state and logs live under .stack/ (git-ignored). Versions come from versions.env, ports and
 credentials from the environment (see `settings()`), so the same file drives CI and a laptop.
@@ -19,6 +21,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))  # sibling modules: jars, migrate, topics
 
 import jars  # noqa: E402
+import logfiles  # noqa: E402
 
 STACK = Path(os.environ.get("SPARKTRENDS_STACK_DIR", REPO / ".stack"))
 CACHE = Path(os.environ.get("SPARKTRENDS_CACHE", Path.home() / ".cache" / "sparktrends"))
@@ -55,9 +59,11 @@ def log(msg: str) -> None:
 class Settings:
     pins: dict[str, str]
     pg_port: int
-    pg_user: str
+    pg_user: str  # the owner: migrations, and tests that set up their own databases
     pg_password: str
     pg_db: str
+    app_user: str  # every component (jobs, ingest, alerter): rows only, no DDL (scripts/migrate.py grants)
+    app_password: str
     kafka_port: int
     kafka_controller_port: int
     master_port: int
@@ -75,16 +81,29 @@ class Settings:
         return f"spark://127.0.0.1:{self.master_port}"
 
     def client_env(self) -> dict[str, str]:
-        """What a client of the stack (tests, jobs, ingest) needs in its environment."""
+        """What a component of the pipeline (a job, ingest, the alerter) needs in its environment: it connects
+        to PostgreSQL as the application role."""
         return {
             "POSTGRES_HOST": "127.0.0.1",
             "POSTGRES_PORT": str(self.pg_port),
-            "POSTGRES_USER": self.pg_user,
-            "POSTGRES_PASSWORD": self.pg_password,
+            "POSTGRES_USER": self.app_user,
+            "POSTGRES_PASSWORD": self.app_password,
             "POSTGRES_DB": self.pg_db,
+            "PGPASSFILE": str(CONF / "spark" / PGPASS_FILE),  # for the executors' JDBC driver (executor_pgpass)
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "SPARK_MASTER_URL": self.master_url,
             "SPARK_MASTER_UI": f"http://127.0.0.1:{self.master_ui_port}",
+        }
+
+    def owner_env(self) -> dict[str, str]:
+        """client_env as the database owner, with the application role's name and password: what migrations
+        (which create and grant that role) and a test's or benchmark's own database set-up need."""
+        return {
+            **self.client_env(),
+            "POSTGRES_USER": self.pg_user,
+            "POSTGRES_PASSWORD": self.pg_password,
+            "SPARKTRENDS_APP_USER": self.app_user,
+            "SPARKTRENDS_APP_PASSWORD": self.app_password,
         }
 
 
@@ -97,6 +116,9 @@ def settings() -> Settings:
         # A loopback-only development default; set POSTGRES_PASSWORD to override it.
         pg_password=env("POSTGRES_PASSWORD", "sparktrends-local"),
         pg_db=env("POSTGRES_DB", "sparktrends"),
+        app_user=env("SPARKTRENDS_APP_USER", "sparktrends_app"),
+        # Loopback-only like the owner's; set SPARKTRENDS_APP_PASSWORD to override it.
+        app_password=env("SPARKTRENDS_APP_PASSWORD", "sparktrends-app-local"),
         kafka_port=int(env("KAFKA_PORT", "9092")),
         kafka_controller_port=int(env("KAFKA_CONTROLLER_PORT", "9093")),
         master_port=int(env("SPARK_MASTER_PORT", "7077")),
@@ -415,13 +437,15 @@ def start_postgres(s: Settings) -> None:
             raise StackError(f"postgres did not start:\n{result.stdout}{result.stderr}\n{tail(log_path, 20)}")
         wait_until("postgres", lambda: pg_healthy(s), 30, log_path)
         log(f"postgres up on 127.0.0.1:{s.pg_port} (pid {pg_pid()})")
-    os.environ.update(s.client_env())
+    os.environ.update(s.owner_env())
     import migrate
 
     if migrate.ensure_database(s.pg_db):
         log(f"created database {s.pg_db}")
     applied = migrate.migrate(s.pg_db)
     log(f"migrations: {', '.join(applied) if applied else 'up to date'}")
+    log(f"components connect as {migrate.grant_application_role(s.pg_db)} (rows only, no DDL)")
+    executor_pgpass(CONF / "spark", "127.0.0.1", s.pg_port, s.app_user, s.app_password)
 
 
 def stop_postgres() -> bool:
@@ -567,6 +591,85 @@ WORKER_CLEANUP_OPTS = (
 )
 
 
+# Spark RPC security for every process of the cluster: master, workers, drivers (spark-submit) and executors.
+# Without it, anyone who reaches the master's port can start executors that run their code as the worker's user.
+# The standalone master takes one secret shared by all of them, and Spark 4.0 accepts it in standalone mode only
+# as the property spark.authenticate.secret (spark.authenticate.secret.file is Kubernetes-only). It therefore
+# lives in $SPARK_CONF_DIR/spark-defaults.conf, mode 0600, which the Master and Worker daemons and spark-submit
+# all load without a flag; a worker hands it to its executors in their environment (_SPARK_AUTH_SECRET), never on
+# a command line. Compose writes the same file with the same function (`stack.py cluster-secrets DIR`).
+SPARK_DEFAULTS_FILE = "spark-defaults.conf"
+SPARK_AUTH_SECRET = "spark.authenticate.secret"
+SPARK_RPC_SECURITY = {
+    "spark.authenticate": "true",
+    # AES encryption of every RPC and block transfer, keys from the version-2 key agreement (version 1 is kept by
+    # Spark for old peers only); no fallback to the older SASL DIGEST-MD5 handshake. The cipher stays Spark's
+    # default AES/CTR: AES/GCM loses messages in 4.0.0 (a worker never registers; SPARK-56227, fixed after 4.0.0).
+    "spark.network.crypto.enabled": "true",
+    "spark.network.crypto.authEngineVersion": "2",
+    "spark.network.crypto.saslFallback": "false",
+}
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """`key value` / `key=value` lines as spark-defaults.conf has them (comments and blank lines skipped)."""
+    props = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*([^\s#!=:][^\s=:]*)\s*[\s=:]\s*(.*?)\s*$", line)
+        if match:
+            props[match.group(1)] = match.group(2)
+    return props
+
+
+def spark_rpc_security_conf(conf_dir: Path) -> Path:
+    """conf_dir/spark-defaults.conf with SPARK_RPC_SECURITY and the cluster's shared secret, mode 0600.
+
+    The secret is generated on first use and kept from then on: every running process of the cluster holds it, so
+    a new one would lock the running ones out of each other. An older file whose other properties differ is
+    rewritten with its secret kept. The secret is never printed."""
+    path = conf_dir / SPARK_DEFAULTS_FILE
+    existing = read_properties(path) if path.exists() else {}
+    secret = existing.get(SPARK_AUTH_SECRET) or secrets.token_hex(32)
+    wanted = {**SPARK_RPC_SECURITY, SPARK_AUTH_SECRET: secret}
+    if existing == wanted:
+        if path.stat().st_mode & 0o777 != 0o600:
+            path.chmod(0o600)
+        return path
+    text = "# Written by scripts/stack.py (spark_rpc_security_conf); keep it 0600, it holds the cluster's secret.\n"
+    text += "".join(f"{key} {value}\n" for key, value in wanted.items())
+    return write_private(path, text)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Writes a file that holds a secret: created 0600 under a temporary name and renamed into place, so the
+    secret is never readable by others, not even for an instant, and a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # whatever the umask
+        out.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+# The application role's password for the JDBC driver on the executors. pgjdbc, like libpq, reads the password
+# file named by PGPASSFILE; scripts/submit.sh hands that path (not the password) to the executors as
+# spark.executorEnv.PGPASSFILE, so no JDBC option carries the password into a task closure or a plan
+# (spark_jobs/common.py jdbc_options). It sits beside spark-defaults.conf: where the cluster's secrets are kept.
+PGPASS_FILE = "pgpass"
+
+
+def executor_pgpass(conf_dir: Path, host: str, port: int | str, user: str, password: str) -> Path:
+    """conf_dir/pgpass (0600) with one line, `host:port:*:user:password` (":" and "\\" escaped)."""
+
+    def field(value: object) -> str:
+        return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+    line = ":".join([field(host), field(port), "*", field(user), field(password)])
+    return write_private(conf_dir / PGPASS_FILE, line + "\n")
+
+
 def spark_env(s: Settings) -> dict[str, str]:
     conf = CONF / "spark"
     conf.mkdir(parents=True, exist_ok=True)
@@ -608,9 +711,15 @@ def start_spark(s: Settings) -> None:
     spark_class = str(spark_home() / "bin" / "spark-class")
     if pid_alive(read_pid(RUN / "spark-master.pid")) and (master_state(s) or {}).get("status") == "ALIVE":
         log(f"spark master already running at {s.master_url}")
+        if not (Path(env["SPARK_CONF_DIR"]) / SPARK_DEFAULTS_FILE).exists():
+            # Started before RPC authentication existed: its worker and clients must stay unauthenticated like it.
+            log("spark master runs WITHOUT RPC authentication: `stack.py down && stack.py up` turns it on")
     else:
         require_free(s.master_port, "spark master", "SPARK_MASTER_PORT")
         require_free(s.master_ui_port, "spark master UI", "SPARK_MASTER_WEBUI_PORT")
+        # Only when the master (re)starts: the file's presence is what tells clients and a restarted worker to
+        # authenticate, so it must never appear under a master that was started without it.
+        spark_rpc_security_conf(Path(env["SPARK_CONF_DIR"]))
         pid = spawn(
             "spark-master",
             [
@@ -632,7 +741,20 @@ def start_spark(s: Settings) -> None:
             LOGS / "spark-master.log",
             pid,
         )
-        log(f"spark master up at {s.master_url}, UI http://127.0.0.1:{s.master_ui_port} (pid {pid})")
+        log(
+            f"spark master up at {s.master_url}, UI http://127.0.0.1:{s.master_ui_port} (pid {pid}); "
+            f"RPC authenticated and encrypted, secret in {Path(env['SPARK_CONF_DIR']) / SPARK_DEFAULTS_FILE}"
+        )
+    worker_pid = read_pid(RUN / "spark-worker.pid")
+    if pid_alive(worker_pid) and alive_workers(s) == 0:
+        # A worker outlives a master that died, and registers with the new one on its own within seconds; one
+        # that does not within a minute is restarted.
+        try:
+            wait_until("spark worker to re-register", lambda: alive_workers(s) > 0, 60, LOGS / "spark-worker.log")
+            log("spark worker registered again with the restarted master")
+        except StackError:
+            log("spark worker did not register with the restarted master: restarting it")
+            terminate("spark-worker")
     if pid_alive(read_pid(RUN / "spark-worker.pid")) and alive_workers(s) > 0:
         log("spark worker already running")
     else:
@@ -673,6 +795,7 @@ def cmd_up(_: argparse.Namespace) -> None:
     check_java()
     for d in (LOGS, RUN, DATA, CONF):
         d.mkdir(parents=True, exist_ok=True)
+    logfiles.rotate(LOGS)  # the long-running runner (pipeline.py) rotates them while it runs
     install_connector_jars(s.pins)
     started = time.monotonic()
     start_postgres(s)
@@ -784,6 +907,20 @@ def cmd_logs(args: argparse.Namespace) -> None:
         print(f"==> {path} <==\n{tail(path, args.lines)}\n")
 
 
+def cmd_cluster_secrets(args: argparse.Namespace) -> None:
+    """Compose's cluster-secrets service: the local stack's files in the volume its master, workers and runner
+    mount: Spark RPC security and, from the environment, the executors' PostgreSQL password file."""
+    path = spark_rpc_security_conf(Path(args.conf_dir))
+    log(f"Spark RPC authentication and encryption: {path} (0600)")
+    env = os.environ.get
+    if env("SPARKTRENDS_APP_PASSWORD"):
+        pgpass = executor_pgpass(
+            Path(args.conf_dir), env("POSTGRES_HOST", "postgres"), env("POSTGRES_PORT", "5432"),
+            env("SPARKTRENDS_APP_USER", "sparktrends_app"), env("SPARKTRENDS_APP_PASSWORD", ""),
+        )  # fmt: skip
+        log(f"executors' PostgreSQL password file: {pgpass} (0600)")
+
+
 def cmd_env(_: argparse.Namespace) -> None:
     # The password is left out on purpose: clients take it from their own environment.
     for key, value in settings().client_env().items():
@@ -801,6 +938,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the stack").set_defaults(func=cmd_down)
     sub.add_parser("status", help="health of each service; exit 1 if any is down").set_defaults(func=cmd_status)
     sub.add_parser("env", help="print the client environment as shell exports").set_defaults(func=cmd_env)
+    auth = sub.add_parser(
+        "cluster-secrets",
+        help="write CONF_DIR/spark-defaults.conf (Spark RPC auth, generated secret) and CONF_DIR/pgpass",
+    )
+    auth.add_argument("conf_dir")
+    auth.set_defaults(func=cmd_cluster_secrets)
     logs = sub.add_parser("logs", help="show (or -f follow) service logs")
     logs.add_argument("service", nargs="?", choices=["postgres", "kafka", "spark-master", "spark-worker"])
     logs.add_argument("-f", "--follow", action="store_true")

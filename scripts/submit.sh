@@ -9,8 +9,14 @@ job="${1:?usage: submit.sh <job> [args...]}"; shift
 master="${SPARK_MASTER_URL:-spark://127.0.0.1:7077}"
 case "$master" in spark://*) ;; *) echo "submit: SPARK_MASTER_URL must be spark://... (got $master)" >&2; exit 2;; esac
 
+stack_dir="${SPARKTRENDS_STACK_DIR:-$repo/.stack}"
+# spark-submit reads the cluster's RPC authentication (spark.authenticate and its secret) from
+# $SPARK_CONF_DIR/spark-defaults.conf: a file, never a --conf flag, so the secret stays out of `ps`. Compose sets
+# SPARK_CONF_DIR to its volume; by default it is the local stack's (scripts/stack.py spark_env).
+export SPARK_CONF_DIR="${SPARK_CONF_DIR:-$stack_dir/conf/spark}"
+
 # The jobs package travels to the executors as a zip; built fresh so the cluster runs the code on disk.
-pkg_dir="${SPARKTRENDS_STACK_DIR:-$repo/.stack}/submit"
+pkg_dir="$stack_dir/submit"
 mkdir -p "$pkg_dir"
 zip_path="$pkg_dir/spark_jobs.zip"
 (cd "$repo" && python3 - "$zip_path" <<'PY'
@@ -20,6 +26,8 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
         z.write(p)
 PY
 )
+# The executors' JDBC driver reads the database password from PGPASSFILE (a path, not the secret; spark_jobs/common.py
+# jdbc_options leaves the password out when the file exists).
 # Each application takes a few of the worker's slots, so the pipeline's streaming jobs run side by side; few
 # shuffle partitions because a 2-core cluster pays per task (2 rather than 6 cut a live bars batch from ~1 s to
 # ~0.6 s), and a stateful query keeps this number for life. Executor logs roll at 10 MB, five kept: a streaming job
@@ -34,5 +42,6 @@ exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.executor.logs.rolling.strategy=size" \
   --conf "spark.executor.logs.rolling.maxSize=10485760" \
   --conf "spark.executor.logs.rolling.maxRetainedFiles=5" \
+  ${PGPASSFILE:+--conf "spark.executorEnv.PGPASSFILE=$PGPASSFILE"} \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \
   "$(case "$job" in *.py) echo "$job";; *) echo "$repo/spark_jobs/$job.py";; esac)" "$@"

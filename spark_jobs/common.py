@@ -76,13 +76,15 @@ def jdbc_url() -> str:
 
 
 def jdbc_options() -> dict[str, str]:
-    """JDBC options; the password travels as an option (Spark redacts it in plans and UIs), never in the URL."""
-    return {
-        "url": jdbc_url(),
-        "user": env("POSTGRES_USER", "sparktrends"),
-        "password": env("POSTGRES_PASSWORD"),
-        "driver": "org.postgresql.Driver",
-    }
+    """JDBC options for reads and writes that run on the executors. The password is not among them when
+    PGPASSFILE names a file: the executors' JDBC driver reads it there (scripts/submit.sh hands them the path),
+    so it travels in no task closure or plan. Without one, it goes as an option (Spark redacts it in plans and
+    UIs), never in the URL."""
+    options = {"url": jdbc_url(), "user": env("POSTGRES_USER", "sparktrends"), "driver": "org.postgresql.Driver"}
+    passfile = os.environ.get("PGPASSFILE")
+    if not (passfile and os.path.isfile(passfile)):
+        options["password"] = env("POSTGRES_PASSWORD")
+    return options
 
 
 def checkpoint_dir(root: str | None, query: str) -> str:

@@ -43,21 +43,29 @@ def stack_env(stack_settings: stack.Settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def test_db(stack_env: dict[str, str]) -> str:
+def owner_env(stack_settings: stack.Settings, stack_env: dict[str, str]) -> dict[str, str]:
+    """stack_env as the database owner: for a test's own set-up and inspection (creating databases, triggers),
+    never for the components under test, which connect as the application role like in production."""
+    return {**stack_env, **stack_settings.owner_env(), "POSTGRES_DB": stack_env["POSTGRES_DB"]}
+
+
+@pytest.fixture(scope="session")
+def test_db(owner_env: dict[str, str]) -> str:
     """A fresh database migrated like production, so tests never touch the pipeline's own data."""
-    migrate.recreate_database(TEST_DB, stack_env)
+    migrate.recreate_database(TEST_DB, owner_env)
     return TEST_DB
 
 
 @pytest.fixture
-def pg(stack_env: dict[str, str], test_db: str) -> Iterator[object]:
+def pg(owner_env: dict[str, str], test_db: str) -> Iterator[object]:
+    """The test's own connection to its database, as the owner."""
     import psycopg
 
     with psycopg.connect(
-        host=stack_env["POSTGRES_HOST"],
-        port=stack_env["POSTGRES_PORT"],
-        user=stack_env["POSTGRES_USER"],
-        password=stack_env["POSTGRES_PASSWORD"],
+        host=owner_env["POSTGRES_HOST"],
+        port=owner_env["POSTGRES_PORT"],
+        user=owner_env["POSTGRES_USER"],
+        password=owner_env["POSTGRES_PASSWORD"],
         dbname=test_db,
         autocommit=True,
     ) as conn:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import jars
+import logfiles
 import stack
 import topics
 
@@ -23,6 +24,9 @@ DOCKERFILE = REPO / "spark-image" / "Dockerfile"
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PINS = jars.read_pins()
+ONE_SHOT = {"migrate", "topic-init", "cluster-secrets"}
+# Every service that runs a Spark JVM: the daemons, the drivers (runner) and, inside the workers, the executors.
+SPARK_PROCESSES = ("spark-master", "spark-worker", "runner")
 
 
 def tool(name: str) -> str:
@@ -123,7 +127,9 @@ def test_every_command_is_one_the_local_stack_runs():
 @pytest.mark.parametrize(
     ("secret", "allowed"),
     [
-        ("POSTGRES_PASSWORD", {"postgres", "migrate", "runner", "alerter"}),
+        # The owner's password: schema changes and roles. The components get the application role's.
+        ("POSTGRES_PASSWORD", {"postgres", "migrate"}),
+        ("SPARKTRENDS_APP_PASSWORD", {"migrate", "cluster-secrets", "runner", "alerter"}),
         ("SLACK_WEBHOOK", {"alerter"}),
         ("FINNHUB_API_KEY", {"ingest"}),
         ("TWELVE_DATA_API_KEY", {"ingest"}),
@@ -131,9 +137,33 @@ def test_every_command_is_one_the_local_stack_runs():
     ],
 )
 def test_each_service_gets_only_its_own_secrets(secret, allowed):
-    holders = {name for name, svc in SERVICES.items() if secret in (svc.get("environment") or {})}
+    """By the .env variable a value comes from, whatever the name it is given inside the container."""
+    holders = {
+        name
+        for name, svc in SERVICES.items()
+        if any(
+            f"${{{secret}:" in str(value) or f"${{{secret}}}" in str(value)
+            for value in (svc.get("environment") or {}).values()
+        )
+    }
     assert holders == allowed
     assert secret not in DOCKERFILE.read_text(), "secrets are never baked into the image"
+
+
+def test_components_connect_to_postgres_as_the_application_role():
+    for name in ("runner", "alerter"):
+        assert SERVICES[name]["environment"]["POSTGRES_USER"].startswith("${SPARKTRENDS_APP_USER"), name
+    assert SERVICES["migrate"]["environment"]["POSTGRES_USER"].startswith("${POSTGRES_USER"), "the owner migrates"
+    assert SERVICES["runner"]["environment"]["PGPASSFILE"].startswith(
+        SERVICES["runner"]["environment"]["SPARK_CONF_DIR"]
+    )
+
+
+def test_every_service_log_is_bounded_like_the_local_stacks():
+    for name, service in SERVICES.items():
+        options = service["logging"]["options"]
+        assert options["max-size"] == f"{logfiles.MAX_BYTES // 2**20}m", name
+        assert int(options["max-file"]) == logfiles.KEEP + 1, name  # the live file and KEEP rotated ones
 
 
 def test_env_example_documents_every_variable_compose_reads():
@@ -146,7 +176,7 @@ def test_health_gated_start_order():
     for name, svc in SERVICES.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
             assert dep in SERVICES, f"{name} depends on unknown {dep}"
-            wanted = "service_completed_successfully" if dep in ("migrate", "topic-init") else None
+            wanted = "service_completed_successfully" if dep in ONE_SHOT else None
             if wanted:
                 assert cond["condition"] == wanted
             elif "healthcheck" in SERVICES[dep]:
@@ -161,8 +191,43 @@ def test_published_ports_bind_loopback_unless_the_user_opts_in():
     assert published, "some ports are published"
     for name, ports in published.items():
         assert all(str(p).startswith(f"{LOOPBACK}:") for p in ports), (name, ports)
-    # Spark RPC is unauthenticated: the master's port is never published, not even on loopback.
+    # Spark RPC is authenticated but not TLS: the master's port is never published, not even on loopback.
     assert not any(str(p).endswith(":7077") for ports in published.values() for p in ports)
+
+
+def test_every_spark_process_reads_rpc_authentication_from_the_cluster_secrets_volume():
+    writer = SERVICES["cluster-secrets"]
+    conf_dir = writer["command"][-1]
+    # stack.py's own function writes it, so compose and the local stack set the same properties (tests/scripts).
+    assert writer["command"] == ["python3", "scripts/stack.py", "cluster-secrets", conf_dir]
+    assert f"spark-conf:{conf_dir}" in writer["volumes"]
+    for name in SPARK_PROCESSES:
+        service = SERVICES[name]
+        assert service["environment"]["SPARK_CONF_DIR"] == conf_dir, name
+        assert f"spark-conf:{conf_dir}:ro" in service["volumes"], name
+        assert service["depends_on"]["cluster-secrets"]["condition"] == "service_completed_successfully", name
+    holders = {
+        name
+        for name, service in SERVICES.items()
+        if any(str(volume).startswith("spark-conf:") for volume in service.get("volumes", []))
+    }
+    assert holders == {"cluster-secrets", *SPARK_PROCESSES}, "only Spark's processes can read the secret"
+    # A new volume takes the owner and mode of the image's mount point: the spark user, 0700.
+    dockerfile = DOCKERFILE.read_text()
+    assert f"chmod 0700 {conf_dir}" in dockerfile and conf_dir in dockerfile.split("chown -R 185:185", 1)[1]
+
+
+def code_lines(path: Path) -> str:
+    return "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+
+
+@pytest.mark.parametrize("word", ["spark.authenticate", "spark.network.crypto", "_SPARK_AUTH_SECRET"])
+def test_spark_rpc_security_is_never_on_a_command_line_nor_in_the_image(word):
+    # A --conf or -D flag (SPARK_*_OPTS, SPARK_SUBMIT_OPTS_EXTRA) shows in `ps` to every user of the machine, and
+    # one in the image or .env would be the same secret everywhere: the settings live in the cluster-secrets volume
+    # only.
+    for path in (REPO / "docker-compose.yml", DOCKERFILE, REPO / "scripts" / "submit.sh", REPO / ".env.example"):
+        assert word not in code_lines(path), f"{word} in {path.name}"
 
 
 def test_the_build_context_leaves_secrets_and_state_out():
@@ -171,7 +236,6 @@ def test_the_build_context_leaves_secrets_and_state_out():
 
 
 def test_long_running_services_restart_and_one_shot_ones_do_not():
-    one_shot = {"migrate", "topic-init"}
     for name, service in SERVICES.items():
-        expected = "no" if name in one_shot else "unless-stopped"
+        expected = "no" if name in ONE_SHOT else "unless-stopped"
         assert service.get("restart") == expected, name

@@ -50,10 +50,10 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(stack_settings, stack_env, alerter_binary, tmp_path_factory) -> Iterator[Pipeline]:
+def pipeline(stack_settings, stack_env, owner_env, alerter_binary, tmp_path_factory) -> Iterator[Pipeline]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    migrate.recreate_database(E2E_DB, stack_env)
+    migrate.recreate_database(E2E_DB, owner_env)
     env = {**stack_env, "POSTGRES_DB": E2E_DB}
     tag = uuid.uuid4().hex[:8]
     topics = Topics(*(f"e2e.{role}.{tag}" for role in ("trades", "bars", "companies", "deadletter")))

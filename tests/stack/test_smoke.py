@@ -32,6 +32,11 @@ def test_trades_flow_from_kafka_through_spark_cluster_into_postgres(stack_settin
     assert producer.flush(10) == 0
 
     table = f"smoke_{uuid.uuid4().hex[:8]}"
+    # Created by the owner: the job connects as the application role, which may fill a table but not create one.
+    pg.execute(
+        f'CREATE TABLE {table} (kafka_key text, "partition" integer, "offset" bigint, source text, symbol text, '
+        "ts_ms bigint, price double precision, size double precision, trade_id text)"
+    )
     app_name = f"sparktrends-smoke-{uuid.uuid4().hex[:8]}"
     result = submit("smoke_kafka_to_postgres", "--topic", topic, "--table", table, "--app-name", app_name)
     assert f"wrote {len(trades)} trades" in result.stdout
