@@ -30,7 +30,7 @@ run: up           ## the pipeline on the local stack: synthetic market (or SOURC
 bench: wheel      ## every benchmark section side by side; JSON + markdown in .bench/ (make bench SECTIONS=kernels)
 	@$(PY) bench/run.py $(SECTIONS)
 
-chaos: up         ## faults under a live market (kill -9 each driver, ingest, alerter; restart PostgreSQL, Kafka, a worker), every row checked; ~15 min
+chaos: up         ## faults under a live market (kill -9 drivers, ingest, alerter, Spark master; PostgreSQL, Kafka, worker restarts; poison), every row checked; ~15 min
 	@$(PY) bench/chaos.py
 
 test:             ## install, build, lint, start the stack, run Rust tests and pytest, stop the stack

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 import cargo_bin  # noqa: E402
+from services import ProcessService  # noqa: E402
 from tests.alerts.fake_slack import FakeSlack  # noqa: E402
 
 BENCH_DB = "sparktrends_bench_alerts"
@@ -100,12 +100,13 @@ def run(stack_settings) -> list[dict]:  # noqa: ANN001 - scripts/stack.py Settin
     env["SLACK_WEBHOOK"] = slack.url
     rows = []
     with (
-        tempfile.TemporaryFile() as log,
+        tempfile.TemporaryDirectory() as logs,
         psycopg.connect(
             migrate.conninfo(BENCH_DB), user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"]
         ) as conn,
     ):
-        alerter = subprocess.Popen([str(binary)], env=env, stdout=log, stderr=log)
+        alerter = ProcessService("alerter", [str(binary)], log_path=Path(logs) / "alerter.log")
+        alerter.start(env)
         try:
             time.sleep(1.0)  # connected and listening
             bar = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
@@ -139,8 +140,7 @@ def run(stack_settings) -> list[dict]:  # noqa: ANN001 - scripts/stack.py Settin
                 )
             )
         finally:
-            alerter.terminate()
-            alerter.wait(timeout=15)
+            alerter.stop(grace=15)
             slack.stop()
     return rows
 

@@ -5,18 +5,23 @@
 The run's logs are in .stack/logs/chaos-<tag>/; its topics are deleted at the end unless SPARKTRENDS_KEEP_CHAOS is
 set.
 
-A seeded synthetic market (30 minutes of history at once, then live in real time) feeds the bars job, the
-metrics job and the alerter (posting to a local fake Slack), on topics and a database of their own. While it runs,
-one component at a time is hit: kill -9 of each driver, of ingest and of the alerter (each started again at once,
-as a supervisor would), a PostgreSQL fast restart, a Kafka restart, and the loss and return of the Spark worker.
-Ingest, restarted with the same seed and start, sends the same history again (same ids) and goes on live: the
-replayed trades must be dropped as duplicates or as late, never counted twice.
+A seeded synthetic market (30 minutes of history at once, then live in real time, with injected jumps and volume
+spikes often enough that alerts happen) feeds the bars job, the metrics job and the alerter (posting to a local
+fake Slack), on topics and a database of their own. While it runs, one component at a time is hit: kill -9 of
+each driver, of ingest and of the alerter (each started again at once, as a supervisor would), a PostgreSQL fast
+restart and a 90-second outage, a Kafka restart, kill -9 of the Spark master and the loss of the Spark worker
+(each started again), and poison: every time-independent reject case of the admission corpus plus a valid trade
+stamped four minutes ahead (a skewed venue clock), produced into the live trades topic. Ingest, restarted with
+the same seed and start, sends the same history again (same ids) and goes on live: the replayed trades must be
+dropped as duplicates or as late, never counted twice.
 
 At the end, with the market stopped and the last bars closed, the run compares what is stored with the reference
 computed from the trades topic's contents (tests/bars_reference.py, deduplicated by trade id) and the kernels:
 - bars: every closed minute present, none extra, each equal to the reference;
 - metrics: every bar's row, equal to the kernels on the final bars;
-- anomalies: one outbox row per alerted (symbol, bar, kind), and every Slack post for a distinct anomaly.
+- anomalies: one outbox row per alerted (symbol, bar, kind), the alerted bars those the kernels alert on, and
+  every Slack post for a distinct anomaly;
+- poison: every injected message in rejected_messages once, with the corpus's reject code; the skewed trade too.
 Per fault it reports the recovery time (until the next bar lands, so bars closing once a minute make it coarse: up
 to a minute plus the watermark even without a fault; for the alerter, until the outbox is empty again) and the
 bars lost among the minutes the market produced while the component was down. Exit 1 when any row is lost,
@@ -30,10 +35,10 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,16 +51,27 @@ import psycopg  # noqa: E402
 import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
+from services import ProcessService  # noqa: E402
 from tests import bars_reference  # noqa: E402
 from tests.alerts.fake_slack import FakeSlack  # noqa: E402
+from tests.contract.test_admission_corpus import corpus  # noqa: E402
 from tests.stack.metrics_checks import METRICS, expected_metrics, stored_metrics  # noqa: E402
-from tests.stack.streaming import StreamingJob, consume_json  # noqa: E402
+from tests.stack.streaming import StreamingJob  # noqa: E402
 
 DB = "sparktrends_chaos"
 WATERMARK_S = 10
 HISTORY_MINUTES = 30
 SYMBOLS = 8
 SEED = 11
+# About ten jumps and ten volume spikes per symbol over a run: enough for the alert path to carry real anomalies.
+INJECTED_PER_DAY = 300
+# Poison goes in under this key, so the reference leaves it out; its corpus cases whose verdict depends on when
+# they are received stay out (the corpus holds them against a fixed receive time).
+POISON_KEY = b"chaos-poison"
+TIME_RELATIVE_CODES = {"ts_in_future", "ts_too_old"}
+SKEW_AHEAD_MS = 4 * 60_000
+# Longer than a micro-batch's retries and the alerter's reconnect backoff: the jobs' batches fail while it lasts.
+LONG_OUTAGE_S = 90.0
 
 
 @dataclass
@@ -85,9 +101,10 @@ class Run:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.logs / "checkpoints"
         self.jobs: dict[str, StreamingJob] = {}
-        self.ingest_proc: subprocess.Popen | None = None
-        self.alerter_proc: subprocess.Popen | None = None
+        self.ingest: ProcessService | None = None
+        self.alerter: ProcessService | None = None
         self.slack = FakeSlack().start()
+        self.poison: list[tuple[bytes, str]] = []  # (raw message, the reject code the corpus expects)
         # A fixed start: a restarted ingest regenerates exactly the same market (seed and start decide it).
         self.sim_start_ms = (int(time.time() // 60) - HISTORY_MINUTES) * 60_000
         # The debug builds the tests use: a few hundred messages a second need no optimiser.
@@ -107,32 +124,28 @@ class Run:
     def kill_job(self, name: str) -> None:
         job = self.jobs[name]
         (self.logs / f"job-{name}-{int(time.time())}.log").write_text("\n".join(job.lines))
-        job.stop(signal.SIGKILL)
+        job.kill()
 
     def start_ingest(self) -> None:
-        log = (self.logs / "ingest.log").open("a")
-        self.ingest_proc = subprocess.Popen(
+        self.ingest = ProcessService(
+            "ingest",
             [str(self.ingest_bin), "synthetic", "--seed", str(SEED), "--num-symbols", str(SYMBOLS),
              "--start", str(self.sim_start_ms),
              "--trades-topic", self.topics["trades"], "--bars-topic", self.topics["bars"],
              "--companies-topic", self.topics["companies"], "--deadletter-topic", self.topics["deadletter"],
-             "--stats-interval", "5"],
-            env={**self.env, "RUST_LOG": "info"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+             "--stats-interval", "5", "--jumps-per-day", str(INJECTED_PER_DAY),
+             "--spikes-per-day", str(INJECTED_PER_DAY)],
+            log_path=self.logs / "ingest.log",
         )  # fmt: skip
+        self.ingest.start({**self.env, "RUST_LOG": "info"})
 
     def start_alerter(self) -> None:
-        log = (self.logs / "alerter.log").open("a")
-        self.alerter_proc = subprocess.Popen(
+        self.alerter = ProcessService(
+            "alerter",
             [str(self.alerter_bin), "--poll-interval-ms", "200", "--stats-interval-ms", "5000"],
-            env={**self.env, "SLACK_WEBHOOK": self.slack.url, "RUST_LOG": "info"},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-    @staticmethod
-    def kill9(proc: subprocess.Popen | None) -> None:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            log_path=self.logs / "alerter.log",
+        )
+        self.alerter.start({**self.env, "SLACK_WEBHOOK": self.slack.url, "RUST_LOG": "info"})
 
     # ------------------------------------------------------------------------------------------ observation
 
@@ -184,24 +197,68 @@ class Run:
 
         def alerter_recovered() -> bool:
             pending = self.count("SELECT count(*) FROM anomalies WHERE status = 'pending'")
-            return self.alerter_proc is not None and self.alerter_proc.poll() is None and pending == 0
+            return self.alerter is not None and self.alerter.alive() and pending == 0
 
         def alerter_hit() -> None:
-            self.kill9(self.alerter_proc)
+            if self.alerter is not None:
+                self.alerter.kill()
             self.start_alerter()
+
+        poison_baseline: dict[str, int | None] = {}
+
+        def poison_hit() -> None:
+            poison_baseline["bars"] = self.bars_stored()
+            self.inject_poison()
+
+        def poison_recovered() -> bool:
+            rejected = self.count("SELECT count(*) FROM rejected_messages")
+            return rejected == len(self.poison) and self.grows(self.bars_stored, poison_baseline["bars"])
+
+        def master_down() -> None:
+            pid = stack.read_pid(stack.RUN / "spark-master.pid")
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
 
         s = self.settings
         return [
             job_fault("bars", self.bars_stored),
-            service_fault("kill -9 ingest", lambda: self.kill9(self.ingest_proc), self.start_ingest, pause=0),
+            service_fault("kill -9 ingest", lambda: self.ingest and self.ingest.kill(), self.start_ingest, pause=0),
             job_fault("metrics", lambda: self.count("SELECT count(*) FROM metrics_1m")),
             Fault("kill -9 alerter", alerter_hit, alerter_recovered),
             service_fault("PostgreSQL fast restart", stack.stop_postgres, lambda: stack.start_postgres(s)),
+            service_fault(
+                f"PostgreSQL down {LONG_OUTAGE_S:.0f} s",
+                stack.stop_postgres,
+                lambda: stack.start_postgres(s),
+                pause=LONG_OUTAGE_S,
+            ),
             service_fault("Kafka restart", lambda: stack.terminate("kafka"), lambda: stack.start_kafka(s)),
             service_fault(
                 "Spark worker lost and back", lambda: stack.terminate("spark-worker"), lambda: stack.start_spark(s)
             ),
+            service_fault("kill -9 Spark master", master_down, lambda: stack.start_spark(s)),
+            Fault("poison and a skewed clock in the trades topic", poison_hit, poison_recovered),
         ]
+
+    def inject_poison(self) -> None:
+        """Produces self.poison into the live trades topic, keyed POISON_KEY."""
+        from confluent_kafka import Producer
+
+        skewed = {"source": "chaos", "symbol": "CHAOSSKEW", "ts_ms": int(time.time() * 1000) + SKEW_AHEAD_MS,
+                  "price": 100.0, "size": 1.0, "trade_id": "skewed-1"}  # fmt: skip
+        self.poison = [
+            *(
+                (c["bytes"], c["expect"])
+                for c in corpus("trades.jsonl")
+                if c["expect"] not in {None, *TIME_RELATIVE_CODES}
+            ),
+            (json.dumps(skewed).encode(), "ts_in_future"),
+        ]
+        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "message.max.bytes": 2_000_000})
+        for raw, _ in self.poison:
+            producer.produce(self.topics["trades"], key=POISON_KEY, value=raw)
+        if producer.flush(30):
+            raise RuntimeError("chaos: poison not delivered")
 
     # ------------------------------------------------------------------------------------------ the run
 
@@ -212,7 +269,7 @@ class Run:
     def run(self, spacing: float) -> dict:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        migrate.recreate_database(DB, self.env)
+        migrate.recreate_database(DB, {**self.env, **self.settings.owner_env()})
         admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
         for future in admin.create_topics(
             [NewTopic(t, num_partitions=3, replication_factor=1) for t in self.topics.values()]
@@ -244,21 +301,20 @@ class Run:
                 self.log(f"chaos: {fault.name}: NOT recovered within 240 s")
             fault.sim_window = (sim_from, self.sim_now_ms(started))
             for name, job in self.jobs.items():
-                if job.proc.poll() is not None:  # a job the fault killed: the supervisor's restart
+                if not job.alive():  # a job the fault killed: the supervisor's restart
                     fault.notes.append(f"{name} job died and was restarted")
                     self.log(f"chaos: the {name} job died under {fault.name}; restarting it")
                     self.start_job(name)
             time.sleep(spacing)
         self.log("chaos: schedule done; one more minute of market, then ingest stops and the last bars close")
         time.sleep(70)
-        assert self.ingest_proc is not None
-        self.ingest_proc.terminate()
-        self.ingest_proc.wait(60)
+        assert self.ingest is not None
+        self.ingest.stop(grace=60)
         return self.settle_and_check(faults)
 
     def settle_and_check(self, faults: list[Fault]) -> dict:
-        trades = consume_json(self.settings.kafka_bootstrap, self.topics["trades"], expected=10**9, timeout=60)
-        self.log(f"chaos: {len(trades):,} trade messages on the topic")
+        trades = self.topic_trades()
+        self.log(f"chaos: {len(trades):,} trade messages on the topic, besides {len(self.poison)} poison")
         reference = bars_reference.bars(trades)
         last_event = max(t["ts_ms"] for t in trades)
         # Minutes the watermark has closed: the last one stays open (no later trade moves the watermark past it).
@@ -277,6 +333,8 @@ class Run:
                 "FROM bars_1m"
             ).fetchall()
             anomalies = conn.execute("SELECT id, symbol, ts, kind, status FROM anomalies").fetchall()
+            rejected = dict(conn.execute("SELECT reason_code, count(*) FROM rejected_messages GROUP BY 1").fetchall())
+            late = conn.execute("SELECT coalesce(sum(trades), 0) FROM late_trades").fetchone()[0]
             symbols = [r[0] for r in conn.execute("SELECT DISTINCT symbol FROM bars_1m").fetchall()]
             stored_m = stored_metrics(conn, symbols)
         stored_bars = {(r[0], int(r[1])): r for r in rows}
@@ -302,6 +360,13 @@ class Run:
             else:
                 metrics_wrong += got["is_anomaly"] != want["is_anomaly"]
         outbox_keys = [(a[1], a[2], a[3]) for a in anomalies]
+        # The bars the kernels alert on (is_anomaly) against those with a live outbox row (not withdrawn).
+        alerted_expected = {key for key, row in expected_m.items() if row["is_anomaly"]}
+        alerted_stored = {(a[1], a[2]) for a in anomalies if a[4] != "suppressed"}
+        poison_expected = Counter(code for _, code in self.poison)
+        rejects_wrong = sum((poison_expected - Counter(rejected)).values()) + sum(
+            (Counter(rejected) - poison_expected).values()
+        )
         posts = self.slack.snapshot()
         lead_ids = [p.lead_id for p in posts]
         for fault in faults:
@@ -320,10 +385,18 @@ class Run:
             "metrics_missing": metrics_missing,
             "metrics_wrong": metrics_wrong,
             "anomalies": len(anomalies),
+            "alerted_bars_expected": len(alerted_expected),
+            "alerted_bars_missing": len(alerted_expected - alerted_stored),
+            "alerted_bars_extra": len(alerted_stored - alerted_expected),
             "anomalies_duplicated": len(outbox_keys) - len(set(outbox_keys)),
             "anomalies_delivered": sum(1 for a in anomalies if a[4] == "delivered"),
             "slack_posts": len(posts),
             "slack_posts_duplicated": len(lead_ids) - len(set(lead_ids)),
+            "slack_posts_missing": len({a[0] for a in anomalies if a[4] == "delivered"} - set(lead_ids)),
+            "poison_injected": len(self.poison),
+            "rejects_by_code": rejected,
+            "rejects_wrong": rejects_wrong,
+            "late_trades_dropped": late,
             "examples": {"lost": [list(k) for k in lost[:5]], "wrong": [list(k) for k in wrong[:5]]},
             "faults": [
                 {
@@ -338,11 +411,31 @@ class Run:
         }
         return result
 
+    def topic_trades(self) -> list[dict]:
+        """Every trade message on the topic except the injected poison, as the reference reads them."""
+        from confluent_kafka import Consumer
+
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"chaos-{uuid.uuid4()}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+        consumer.subscribe([self.topics["trades"]])
+        trades, quiet_since = [], time.monotonic()
+        try:
+            while time.monotonic() - quiet_since < 10:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                quiet_since = time.monotonic()
+                if msg.key() != POISON_KEY:
+                    trades.append(json.loads(msg.value()))
+        finally:
+            consumer.close()
+        return trades
+
     def close(self) -> None:
-        self.kill9(self.ingest_proc)
-        if self.alerter_proc is not None and self.alerter_proc.poll() is None:
-            self.alerter_proc.terminate()
-            self.alerter_proc.wait(20)
+        if self.ingest is not None:
+            self.ingest.kill()
+        if self.alerter is not None:
+            self.alerter.stop(grace=20)
         for name, job in self.jobs.items():
             job.stop()
             (self.logs / f"job-{name}.log").write_text("\n".join(job.lines))
@@ -388,7 +481,10 @@ def markdown(res: dict) -> str:
         "|---|---:|",
         *(f"| {k} | {res[k]} |" for k in ("bars_stored", "bars_lost", "bars_extra", "bars_wrong", "metrics_rows",
                                             "metrics_missing", "metrics_wrong", "anomalies", "anomalies_duplicated",
-                                            "anomalies_delivered", "slack_posts", "slack_posts_duplicated")),
+                                            "alerted_bars_expected", "alerted_bars_missing", "alerted_bars_extra",
+                                            "anomalies_delivered", "slack_posts", "slack_posts_duplicated",
+                                            "slack_posts_missing", "poison_injected", "rejects_wrong",
+                                            "late_trades_dropped")),
     ]  # fmt: skip
     return "\n".join(lines)
 
@@ -412,7 +508,8 @@ def main() -> int:
     args.markdown.write_text(text + "\n")
     print(text)
     bad = sum(res[k] for k in ("bars_lost", "bars_extra", "bars_wrong", "metrics_missing", "metrics_wrong",
-                               "anomalies_duplicated", "slack_posts_duplicated"))  # fmt: skip
+                               "anomalies_duplicated", "alerted_bars_missing", "alerted_bars_extra",
+                               "slack_posts_duplicated", "slack_posts_missing", "rejects_wrong"))  # fmt: skip
     return 1 if bad else 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
+from services import ProcessService  # noqa: E402
 from tests.stack.streaming import StreamingJob  # noqa: E402
 
 SYMBOLS = int(os.environ.get("BENCH_PIPELINE_SYMBOLS", 500))
@@ -240,16 +240,15 @@ def latency(settings: stack.Settings, ingest: Path, workdir: Path, trigger_s: in
     poller = threading.Thread(target=poll, daemon=True)
     try:
         poller.start()
-        producer = subprocess.Popen([str(ingest), "synthetic", "--num-symbols", str(LATENCY_SYMBOLS),
-                                     "--trades-per-minute", "300", *run.ingest_args()],
-                                    env=run.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        producer = ProcessService("ingest", [str(ingest), "synthetic", "--num-symbols", str(LATENCY_SYMBOLS),
+                                             "--trades-per-minute", "300", *run.ingest_args()])  # fmt: skip
+        producer.start(run.env)
         live_from = time.time()
         print(f"bench: pipeline latency: live market of {LATENCY_SYMBOLS} symbols for {LATENCY_RUN_S}s", flush=True)
         time.sleep(LATENCY_RUN_S)
         live_until = time.time()
         time.sleep(2 * trigger_s + 20)  # bars that closed just before the producer stopped are still on their way
-        producer.send_signal(signal.SIGTERM)
-        producer.wait(30)
+        producer.stop(grace=30)
         emitted = run.bars_emitted()
     finally:
         stop_polling.set()

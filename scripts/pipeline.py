@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,74 +26,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import cargo_bin  # noqa: E402
 import logfiles  # noqa: E402
+import services  # noqa: E402
 import stack  # noqa: E402
-
-BACKOFF_INITIAL_S = 1.0
-BACKOFF_MAX_S = 60.0
-# Up this long, a component counts as healthy again: its next death restarts it after the initial backoff.
-STABLE_AFTER_S = 300.0
-
-
-@dataclass
-class Component:
-    name: str
-    cmd: list[str]
-    proc: subprocess.Popen | None = field(default=None, repr=False)
-    logs: Path = field(default_factory=lambda: stack.LOGS)
-    started_at: float = 0.0
-    restarts: int = 0  # quick deaths in a row: the exponent of the next backoff
-    restart_at: float | None = None  # when a dead component is due to start again
-    finished: bool = False  # exited 0: done, not restarted
-
-    def start(self, env: dict[str, str]) -> None:
-        log_path = self.logs / f"pipeline-{self.name}.log"
-        out = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-        )
-        self.started_at = time.monotonic()
-        print(f"pipeline: started {self.name} (pid {self.proc.pid}), log {log_path}", flush=True)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def supervise(self, env: dict[str, str], now: float) -> None:
-        """Start a component that died again once its backoff has passed; say so, once per death."""
-        if self.alive() or self.finished or self.proc is None:
-            return
-        if self.restart_at is None:
-            code = self.proc.returncode
-            if code == 0:
-                self.finished = True
-                print(f"pipeline: {self.name} finished (exit 0); not restarted", flush=True)
-                return
-            if now - self.started_at >= STABLE_AFTER_S:
-                self.restarts = 0
-            delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**self.restarts)
-            self.restart_at = now + delay
-            print(
-                f"pipeline: {self.name} exited ({code}); restart {self.restarts + 1} in {delay:.0f}s; see "
-                f"{self.logs / f'pipeline-{self.name}.log'}",
-                file=sys.stderr,
-                flush=True,
-            )
-        elif now >= self.restart_at:
-            self.restarts += 1
-            self.restart_at = None
-            self.start(env)
-
-    def stop(self, timeout: float = 60) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        print(f"pipeline: stopped {self.name}", flush=True)
-
 
 # How often the runner bounds .stack/logs (every service's log and its components', scripts/logfiles.py).
 LOG_CHECK_S = 60.0
@@ -104,7 +35,7 @@ LOG_CHECK_S = 60.0
 COMPONENTS = ["bars-job", "metrics-job", "companies-job", "alerter", "ingest"]
 
 
-def components(names: list[str], source: str, source_args: list[str]) -> list[Component]:
+def components(names: list[str], source: str, source_args: list[str]) -> list[services.ProcessService]:
     """The pipeline's processes in start order (consumers before the producer)."""
     submit = str(REPO / "scripts" / "submit.sh")
     ingest_args = [source, *source_args]
@@ -118,7 +49,11 @@ def components(names: list[str], source: str, source_args: list[str]) -> list[Co
         "alerter": lambda: [cargo_bin.installed_or_built("sparktrends-alerter")],
         "ingest": lambda: [cargo_bin.installed_or_built("sparktrends-ingest"), *ingest_args],
     }
-    return [Component(name, commands[name]()) for name in COMPONENTS if name in names]
+    return [
+        services.ProcessService(name, commands[name](), log_path=stack.LOGS / f"pipeline-{name}.log", cwd=REPO)
+        for name in COMPONENTS
+        if name in names
+    ]
 
 
 COUNTS = """
@@ -184,22 +119,17 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     started = time.monotonic()
+    supervisor = services.Supervisor(parts, env, say=lambda line: print(f"pipeline: {line}", flush=True))
     try:
-        for part in parts:
-            part.start(env)
+        supervisor.start()
         last_report = last_rotation = 0.0
         while not stopping and (args.duration is None or time.monotonic() - started < args.duration):
-            dead = [p for p in parts if not p.alive() and not p.finished]
+            dead = supervisor.dead()
             if dead and args.no_restart:
-                for p in dead:
-                    print(
-                        f"pipeline: {p.name} exited ({p.proc.returncode if p.proc else '?'}); see "
-                        f".stack/logs/pipeline-{p.name}.log ({shlex.join(p.cmd[:3])} ...)",
-                        file=sys.stderr,
-                    )
+                for part in dead:
+                    print(f"pipeline: {part.name} exited ({part.returncode}); see {part.describe()}", file=sys.stderr)
                 return 1
-            for p in parts:
-                p.supervise(env, time.monotonic())
+            supervisor.tick()
             if time.monotonic() - last_report >= args.every:
                 report(started)
                 last_report = time.monotonic()
@@ -209,8 +139,7 @@ def main() -> int:
                 last_rotation = time.monotonic()
             time.sleep(0.5)
     finally:
-        for part in reversed(parts):  # ingest first, so the jobs see the last messages
-            part.stop()
+        supervisor.stop()  # ingest first (started last), so the jobs see the last messages
         report(started)
     return 0
 

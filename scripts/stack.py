@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "scripts"))  # sibling modules: jars, migrate, top
 
 import jars  # noqa: E402
 import logfiles  # noqa: E402
+import services  # noqa: E402
 
 STACK = Path(os.environ.get("SPARKTRENDS_STACK_DIR", REPO / ".stack"))
 CACHE = Path(os.environ.get("SPARKTRENDS_CACHE", Path.home() / ".cache" / "sparktrends"))
@@ -591,6 +592,19 @@ WORKER_CLEANUP_OPTS = (
 )
 
 
+def master_recovery_opts(directory: str | Path) -> str:
+    """The master keeps its applications and workers in `directory` and reads them back when it restarts: without
+    it, a restarted master does not know the running applications, tells their worker to kill their executors,
+    and every streaming job stalls with no executors (the chaos run found it). Compose's master reads the same
+    value for its volume (a static test compares them)."""
+    return f"-Dspark.deploy.recoveryMode=FILESYSTEM -Dspark.deploy.recoveryDirectory={directory}"
+
+
+MASTER_RECOVERY_DIR = DATA / "spark-recovery"
+# A restarted master waits this long at most for its workers and applications to answer before it is ALIVE.
+MASTER_RECOVERY_TIMEOUT_S = 120
+
+
 # Spark RPC security for every process of the cluster: master, workers, drivers (spark-submit) and executors.
 # Without it, anyone who reaches the master's port can start executors that run their code as the worker's user.
 # The standalone master takes one secret shared by all of them, and Spark 4.0 accepts it in standalone mode only
@@ -688,6 +702,7 @@ def spark_env(s: Settings) -> dict[str, str]:
         "SPARK_LOCAL_DIRS": str(DATA / "spark-local"),
         "SPARK_DAEMON_MEMORY": "512m",
         "SPARK_WORKER_OPTS": WORKER_CLEANUP_OPTS,
+        "SPARK_MASTER_OPTS": master_recovery_opts(MASTER_RECOVERY_DIR),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
     }
@@ -707,6 +722,11 @@ def alive_workers(s: Settings) -> int:
 
 
 def start_spark(s: Settings) -> None:
+    start_spark_master(s)
+    start_spark_worker(s)
+
+
+def start_spark_master(s: Settings) -> None:
     env = spark_env(s)
     spark_class = str(spark_home() / "bin" / "spark-class")
     if pid_alive(read_pid(RUN / "spark-master.pid")) and (master_state(s) or {}).get("status") == "ALIVE":
@@ -720,6 +740,7 @@ def start_spark(s: Settings) -> None:
         # Only when the master (re)starts: the file's presence is what tells clients and a restarted worker to
         # authenticate, so it must never appear under a master that was started without it.
         spark_rpc_security_conf(Path(env["SPARK_CONF_DIR"]))
+        MASTER_RECOVERY_DIR.mkdir(parents=True, exist_ok=True)
         pid = spawn(
             "spark-master",
             [
@@ -737,7 +758,7 @@ def start_spark(s: Settings) -> None:
         wait_until(
             "spark master",
             lambda: (master_state(s) or {}).get("status") == "ALIVE",
-            60,
+            MASTER_RECOVERY_TIMEOUT_S,
             LOGS / "spark-master.log",
             pid,
         )
@@ -745,6 +766,19 @@ def start_spark(s: Settings) -> None:
             f"spark master up at {s.master_url}, UI http://127.0.0.1:{s.master_ui_port} (pid {pid}); "
             f"RPC authenticated and encrypted, secret in {Path(env['SPARK_CONF_DIR']) / SPARK_DEFAULTS_FILE}"
         )
+
+
+def stop_spark_master() -> bool:
+    """A deliberate stop: the applications it knew are gone with the stack, so nothing is left to recover (a
+    recovery of stale entries would hold the next master in RECOVERING for a minute)."""
+    stopped = terminate("spark-master")
+    shutil.rmtree(MASTER_RECOVERY_DIR, ignore_errors=True)
+    return stopped
+
+
+def start_spark_worker(s: Settings) -> None:
+    env = spark_env(s)
+    spark_class = str(spark_home() / "bin" / "spark-class")
     worker_pid = read_pid(RUN / "spark-worker.pid")
     if pid_alive(worker_pid) and alive_workers(s) == 0:
         # A worker outlives a master that died, and registers with the new one on its own within seconds; one
@@ -798,80 +832,87 @@ def cmd_up(_: argparse.Namespace) -> None:
     logfiles.rotate(LOGS)  # the long-running runner (pipeline.py) rotates them while it runs
     install_connector_jars(s.pins)
     started = time.monotonic()
-    start_postgres(s)
-    start_kafka(s)
-    start_spark(s)
+    for daemon in daemons(s):
+        daemon.start()
     (STACK / "env").write_text("".join(f"{k}={v}\n" for k, v in s.client_env().items() if k != "POSTGRES_PASSWORD"))
     log(f"stack up in {time.monotonic() - started:.0f}s")
     print_status(s)
 
 
 def cmd_down(_: argparse.Namespace) -> None:
-    stopped = [
-        name
-        for name, stop in (
-            ("spark-worker", lambda: terminate("spark-worker")),
-            ("spark-master", lambda: terminate("spark-master")),
-            ("kafka", lambda: terminate("kafka", grace=45)),
-            ("postgres", stop_postgres),
-        )
-        if stop()
-    ]
+    stopped = [daemon.name for daemon in reversed(daemons(settings())) if daemon.stop()]
     log(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@dataclasses.dataclass
+class Daemon:
+    """A service of the local stack (scripts/services.py's notion): a process that outlives the command that
+    started it, its pid in .stack/run, its log in .stack/logs/<name>.log."""
+
+    name: str
+    settings: Settings
+    endpoint: str
+    port: int  # the port a health check talks to, named when the process runs but does not answer
+    starter: Callable[[Settings], None]
+    stopper: Callable[[], bool]
+    pid_of: Callable[[], int | None]
+    check: Callable[[], str | None]  # what a healthy one reports, None when it does not answer
+
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        self.starter(self.settings)
+
+    def stop(self, grace: float = 30.0) -> bool:
+        return self.stopper()
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid_of())
+
+    def health(self) -> services.Health:
+        pid = self.pid_of()
+        detail = self.check() if pid_alive(pid) else None
+        return (
+            services.Health(True, detail)
+            if detail
+            else services.Health(False, describe_down(pid, self.port, self.name))
+        )
+
+    def describe(self) -> str:
+        health, pid = self.health(), self.pid_of() or "-"
+        return f"{self.name:<13} {'UP  ' if health.up else 'DOWN'}  pid {pid:<8} {self.endpoint}  {health.detail}"
+
+
+def daemons(s: Settings) -> list[Daemon]:
+    """The stack's services in start order."""
+
+    def master_check() -> str | None:
+        state = master_state(s) or {}
+        return f"ALIVE, {len(state.get('activeapps', []))} running apps" if state.get("status") == "ALIVE" else None
+
+    def worker_check() -> str | None:
+        workers = alive_workers(s)
+        return f"registered with the master ({s.worker_cores} cores)" if workers else None
+
+    def pid_file(name: str) -> Callable[[], int | None]:
+        return lambda: read_pid(RUN / f"{name}.pid")
+
+    return [
+        Daemon("postgres", s, f"127.0.0.1:{s.pg_port} db={s.pg_db}", s.pg_port, start_postgres, stop_postgres, pg_pid,
+               lambda: "accepting connections" if pg_healthy(s) else None),
+        Daemon("kafka", s, s.kafka_bootstrap, s.kafka_port, start_kafka, lambda: terminate("kafka", grace=45),
+               pid_file("kafka"), lambda: "broker answers metadata" if kafka_healthy(s) else None),
+        Daemon("spark-master", s, f"{s.master_url}  UI http://127.0.0.1:{s.master_ui_port}", s.master_ui_port,
+               start_spark_master, stop_spark_master, pid_file("spark-master"), master_check),
+        Daemon("spark-worker", s, f"UI http://127.0.0.1:{s.worker_ui_port}", s.worker_ui_port, start_spark_worker,
+               lambda: terminate("spark-worker"), pid_file("spark-worker"), worker_check),
+    ]  # fmt: skip
 
 
 def service_rows(s: Settings) -> list[tuple[str, bool, str, str, str]]:
     """(service, healthy, pid, endpoint, detail) for each service."""
     rows = []
-    pid = pg_pid()
-    up = pid_alive(pid) and pg_healthy(s)
-    rows.append(
-        (
-            "postgres",
-            up,
-            str(pid or "-"),
-            f"127.0.0.1:{s.pg_port} db={s.pg_db}",
-            "accepting connections" if up else describe_down(pid, s.pg_port, "postgres"),
-        )
-    )
-    pid = read_pid(RUN / "kafka.pid")
-    up = pid_alive(pid) and kafka_healthy(s)
-    rows.append(
-        (
-            "kafka",
-            up,
-            str(pid or "-"),
-            s.kafka_bootstrap,
-            "broker answers metadata" if up else describe_down(pid, s.kafka_port, "kafka"),
-        )
-    )
-    pid = read_pid(RUN / "spark-master.pid")
-    state = master_state(s) if pid_alive(pid) else None
-    up = bool(state) and state.get("status") == "ALIVE"
-    rows.append(
-        (
-            "spark-master",
-            up,
-            str(pid or "-"),
-            f"{s.master_url}  UI http://127.0.0.1:{s.master_ui_port}",
-            f"ALIVE, {len(state.get('activeapps', []))} running apps"
-            if up and state
-            else describe_down(pid, s.master_ui_port, "spark-master"),
-        )
-    )
-    pid = read_pid(RUN / "spark-worker.pid")
-    workers = alive_workers(s) if pid_alive(pid) else 0
-    rows.append(
-        (
-            "spark-worker",
-            workers > 0,
-            str(pid or "-"),
-            f"UI http://127.0.0.1:{s.worker_ui_port}",
-            f"registered with the master ({s.worker_cores} cores)"
-            if workers
-            else describe_down(pid, s.worker_ui_port, "spark-worker"),
-        )
-    )
+    for daemon in daemons(s):
+        health = daemon.health()
+        rows.append((daemon.name, health.up, str(daemon.pid_of() or "-"), daemon.endpoint, health.detail))
     return rows
 
 
@@ -899,7 +940,7 @@ def cmd_status(_: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> None:
-    names = [args.service] if args.service else ["postgres", "kafka", "spark-master", "spark-worker"]
+    names = [args.service] if args.service else [daemon.name for daemon in daemons(settings())]
     paths = [LOGS / f"{n}.log" for n in names]
     if args.follow:
         os.execvp("tail", ["tail", "-n", "20", "-F", *map(str, paths)])
@@ -945,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
     auth.add_argument("conf_dir")
     auth.set_defaults(func=cmd_cluster_secrets)
     logs = sub.add_parser("logs", help="show (or -f follow) service logs")
-    logs.add_argument("service", nargs="?", choices=["postgres", "kafka", "spark-master", "spark-worker"])
+    logs.add_argument("service", nargs="?", choices=[daemon.name for daemon in daemons(settings())])
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.set_defaults(func=cmd_logs)

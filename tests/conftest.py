@@ -56,19 +56,24 @@ def test_db(owner_env: dict[str, str]) -> str:
     return TEST_DB
 
 
+def connect(env: dict[str, str], dbname: str, autocommit: bool = False):
+    """A connection to `dbname` as `env` says (stack_env: the application role; owner_env: the owner)."""
+    import psycopg
+
+    return psycopg.connect(
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        dbname=dbname,
+        autocommit=autocommit,
+    )
+
+
 @pytest.fixture
 def pg(owner_env: dict[str, str], test_db: str) -> Iterator[object]:
     """The test's own connection to its database, as the owner."""
-    import psycopg
-
-    with psycopg.connect(
-        host=owner_env["POSTGRES_HOST"],
-        port=owner_env["POSTGRES_PORT"],
-        user=owner_env["POSTGRES_USER"],
-        password=owner_env["POSTGRES_PASSWORD"],
-        dbname=test_db,
-        autocommit=True,
-    ) as conn:
+    with connect(owner_env, test_db, autocommit=True) as conn:
         yield conn
 
 

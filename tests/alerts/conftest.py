@@ -6,18 +6,16 @@ their output and checks, for every test, that the webhook URL never appears in i
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from services import ProcessService
 from tests.alerts.fake_slack import FakeSlack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,31 +110,27 @@ def wait_for(condition, timeout: float = 20, what: str = "condition") -> object:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@dataclass
-class Alerter:
-    process: subprocess.Popen
-    stdout_path: Path
-    stderr_path: Path
+class Alerter(ProcessService):
+    """One alerter process, its stdout and stderr in files of their own (the tests read them apart)."""
+
+    def __init__(self, args: list[str], stdout_path: Path, stderr_path: Path) -> None:
+        super().__init__("alerter", args, log_path=stdout_path, stderr_path=stderr_path)
 
     def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
+        assert self.log_path is not None
+        return self.log_path.read_text(errors="replace")
 
     def stderr(self) -> str:
+        assert self.stderr_path is not None
         return self.stderr_path.read_text(errors="replace")
 
     def kill9(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        self.kill()
 
-    def stop(self, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
+    def stop(self, grace: float = 15) -> int:  # type: ignore[override] # the tests want the exit code
+        super().stop(grace)
+        assert self.proc is not None
+        return self.proc.wait()
 
 
 class AlerterRunner:
@@ -166,9 +160,9 @@ class AlerterRunner:
         args = [str(self.binary), *[x for pair in options.items() for x in pair], *flags]
         n = len(self.started)
         out, err = self.tmp / f"alerter-{n}.stdout", self.tmp / f"alerter-{n}.stderr"
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr, cwd=self.tmp)
-        alerter = Alerter(process, out, err)
+        alerter = Alerter(args, out, err)
+        alerter.cwd = self.tmp
+        alerter.start(env)
         self.started.append(alerter)
         return alerter
 

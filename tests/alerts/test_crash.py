@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-import psycopg
-
 from tests.alerts.conftest import insert_anomalies, rows_by_id, wait_for, wait_until_settled
 from tests.alerts.fake_slack import OK, Answer
+from tests.conftest import connect
 
 # Session-level advisory key the test holds to stall the alerter's COMMIT (ours use the two-key form).
 STALL_KEY = 4242
@@ -51,14 +50,7 @@ def test_duplicate_window_between_slacks_200_and_commit(outbox, slack, alerters,
         "CREATE CONSTRAINT TRIGGER alerts_test_stall AFTER UPDATE ON anomalies DEFERRABLE INITIALLY DEFERRED"
         " FOR EACH ROW WHEN (NEW.status = 'delivered') EXECUTE FUNCTION alerts_test_stall()"
     )
-    holder = psycopg.connect(
-        host=stack_env["POSTGRES_HOST"],
-        port=stack_env["POSTGRES_PORT"],
-        user=stack_env["POSTGRES_USER"],
-        password=stack_env["POSTGRES_PASSWORD"],
-        dbname=test_db,
-        autocommit=True,
-    )
+    holder = connect(stack_env, test_db, autocommit=True)
     try:
         holder.execute("SELECT pg_advisory_lock(%s)", (STALL_KEY,))
         [windowed] = insert_anomalies(outbox, [{"symbol": "WINDOW"}])

@@ -92,6 +92,9 @@ def test_spark_services_run_the_local_stack_classes_and_ports():
     assert worker[2] == f"spark://spark-master:{defaults.master_port}"
     assert f"{LOOPBACK}:{defaults.master_ui_port}:{defaults.master_ui_port}" in SERVICES["spark-master"]["ports"]
     assert SERVICES["spark-worker"]["environment"]["SPARK_WORKER_OPTS"] == stack.WORKER_CLEANUP_OPTS
+    recovery = "/var/lib/sparktrends/spark-recovery"
+    assert SERVICES["spark-master"]["environment"]["SPARK_MASTER_OPTS"] == stack.master_recovery_opts(recovery)
+    assert any(v.endswith(f":{recovery}") for v in SERVICES["spark-master"]["volumes"]), "recovery state on a volume"
     # Scalable workers: no fixed name, no published host port.
     assert "container_name" not in SERVICES["spark-worker"] and "ports" not in SERVICES["spark-worker"]
 

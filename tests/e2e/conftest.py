@@ -5,7 +5,6 @@ own (migrated like production), so nothing else in the session can touch what th
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import migrate
+from services import ProcessService
 from tests.alerts.fake_slack import FakeSlack
 from tests.ingest.conftest import Topics
 from tests.stack.streaming import StreamingJob
@@ -29,19 +29,18 @@ class Pipeline:
     topics: Topics
     jobs: dict[str, StreamingJob]
     slack: FakeSlack
-    alerter: subprocess.Popen
+    alerter: ProcessService
     logs: Path
-    ingests: list[subprocess.Popen] = field(default_factory=list)
+    ingests: list[ProcessService] = field(default_factory=list)
 
-    def ingest(self, binary: Path, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start `sparktrends-ingest` with this pipeline's topics; its log goes to logs/<name>.log."""
-        log = (self.logs / f"ingest-{name}.log").open("w")
-        process = subprocess.Popen(
+    def ingest(self, binary: Path, name: str, *args: str, env: dict[str, str] | None = None) -> ProcessService:
+        """Start `sparktrends-ingest` with this pipeline's topics; its log goes to logs/ingest-<name>.log."""
+        process = ProcessService(
+            f"ingest-{name}",
             [str(binary), *args, *self.topics.args(), "--stats-interval", "2"],
-            env={**self.env, "RUST_LOG": "info", **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log_path=self.logs / f"ingest-{name}.log",
         )
+        process.start({**self.env, "RUST_LOG": "info", **(env or {})})
         self.ingests.append(process)
         return process
 
@@ -77,13 +76,12 @@ def pipeline(stack_settings, stack_env, owner_env, alerter_binary, tmp_path_fact
         ),
     }  # fmt: skip
     slack = FakeSlack().start()
-    alerter_log = (logs / "alerter.log").open("w")
-    alerter = subprocess.Popen(
+    alerter = ProcessService(
+        "alerter",
         [str(alerter_binary), "--poll-interval-ms", "200", "--stats-interval-ms", "5000"],
-        env={**env, "SLACK_WEBHOOK": slack.url, "RUST_LOG": "info"},
-        stdout=alerter_log,
-        stderr=subprocess.STDOUT,
+        log_path=logs / "alerter.log",
     )
+    alerter.start({**env, "SLACK_WEBHOOK": slack.url, "RUST_LOG": "info"})
     pipeline = Pipeline(env, topics, jobs, slack, alerter, logs)
     try:
         for job in jobs.values():
@@ -91,12 +89,7 @@ def pipeline(stack_settings, stack_env, owner_env, alerter_binary, tmp_path_fact
         yield pipeline
     finally:
         for process in [*pipeline.ingests, alerter]:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            process.stop(grace=20)
         for job in jobs.values():
             job.stop()
         slack.stop()

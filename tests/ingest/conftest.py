@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from services import ProcessService
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -48,17 +50,15 @@ def topics(kafka_topic) -> Topics:
     )
 
 
-class Ingest:
-    """One run of the binary with its stderr in a file (a pipe nobody reads could fill and block it)."""
+class Ingest(ProcessService):
+    """One run of the binary, started at once, its output in a file (a pipe nobody reads could fill and block it)."""
 
     def __init__(self, binary: Path, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # closed in wait()
-        self.proc = subprocess.Popen(
-            [str(binary), *args], env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO
-        )
+        super().__init__("ingest", [str(binary), *args], log_path=log_path, cwd=REPO)
+        self.start(env)
 
     def log(self) -> str:
+        assert self.log_path is not None
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float) -> None:
@@ -66,26 +66,25 @@ class Ingest:
         while time.monotonic() < deadline:
             if text in self.log():
                 return
-            if self.proc.poll() is not None:
+            if not self.alive():
                 break
             time.sleep(0.05)
         raise AssertionError(f"{text!r} not logged within {timeout}s; log:\n{self.log()[-3000:]}")
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, grace: float = 20) -> int:  # type: ignore[override] # the tests want the exit code
         """SIGTERM, then the exit code (a clean stop is 0)."""
-        if self.proc.poll() is None:
+        if self.alive():
+            assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
+        return self.wait(grace)
 
     def wait(self, timeout: float) -> int:
+        assert self.proc is not None
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+            self.kill()
             raise AssertionError(f"ingest did not exit within {timeout}s; log:\n{self.log()[-3000:]}") from None
-        finally:
-            self._log.close()
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def test_sigterm_flushes_everything_and_exits_zero(run_ingest, topics, stack_set
     )
     ingest.wait_for_log("continuing at speed", 30)
     time.sleep(1.5)
-    assert ingest.stop(timeout=20) == 0, ingest.log()[-3000:]
+    assert ingest.stop(grace=20) == 0, ingest.log()[-3000:]
     log = ingest.log()
     assert "SIGTERM received" in log
     final = re.search(

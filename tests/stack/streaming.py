@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -13,68 +11,50 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
+from services import ProcessService
+
 REPO = Path(__file__).resolve().parent.parent.parent
 PROGRESS = re.compile(
     r"\[stream\] (?P<name>\S+) batch=(?P<batch>\d+) rows_in=(?P<rows>\d+) .*late_dropped=(?P<late>\d+)"
 )
 
 
-class StreamingJob:
-    """A spark-submitted streaming job whose stdout progress lines are parsed as they arrive."""
+class StreamingJob(ProcessService):
+    """A spark-submitted streaming job (scripts/submit.sh), started at once, whose output lines are kept and whose
+    progress lines are parsed as they arrive. `log_path` also keeps the output in a file."""
 
-    def __init__(self, job: str, args: list[str], env: dict[str, str]) -> None:
-        self.name = job
+    def __init__(self, job: str, args: list[str], env: dict[str, str], log_path: Path | None = None) -> None:
+        super().__init__(job, [str(REPO / "scripts" / "submit.sh"), job, *args], log_path=log_path, on_line=self._parse)
         self.lines: list[str] = []
         self.rows_in: dict[str, int] = {}
         self.late_dropped: dict[str, int] = {}
         self.batches: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            [str(REPO / "scripts" / "submit.sh"), job, *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._follow, daemon=True).start()
+        self.start(env)
 
-    def _follow(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._lock:
-                self.lines.append(line.rstrip())
-                match = PROGRESS.search(line)
-                if match:
-                    name = match["name"]
-                    self.rows_in[name] = self.rows_in.get(name, 0) + int(match["rows"])
-                    self.late_dropped[name] = self.late_dropped.get(name, 0) + int(match["late"])
-                    self.batches[name] = int(match["batch"])
+    def _parse(self, line: str) -> None:
+        with self._lock:
+            self.lines.append(line)
+            match = PROGRESS.search(line)
+            if match:
+                name = match["name"]
+                self.rows_in[name] = self.rows_in.get(name, 0) + int(match["rows"])
+                self.late_dropped[name] = self.late_dropped.get(name, 0) + int(match["late"])
+                self.batches[name] = int(match["batch"])
 
     def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():
                 return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"job exited ({self.proc.returncode}) waiting for {what}:\n{self.log_tail()}")
+            if not self.alive():
+                raise AssertionError(f"job exited ({self.returncode}) waiting for {what}:\n{self.log_tail()}")
             time.sleep(0.5)
         raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 60) -> str:
         with self._lock:
             return "\n".join(self.lines[-n:])
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
-        if self.proc.poll() is None:
-            import os
-
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 def produce(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import time
 import uuid
 
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 
 from spark_jobs.contracts import APPLIED_HEADER
+from tests.conftest import connect
 from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
 from tests.stack.streaming import StreamingJob, consume_json, produce
 
@@ -219,7 +219,7 @@ def test_bars_and_metrics_exactly_once_when_the_driver_is_killed(stack_settings,
     job = StreamingJob("bars_job", args, stack_env)
     try:
         job.wait_for("two batches of bars applied", lambda: sum("[bars] batch=" in line for line in job.lines) >= 2)
-        job.stop(signal.SIGKILL)
+        job.kill()
     finally:
         job.stop()
     applied_before = pg.execute("SELECT count(*) FROM bars_1m WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
@@ -307,8 +307,6 @@ def test_a_batch_held_by_a_hung_database_write_is_reported_as_stalled(
 ):
     """Another session holds bars_1m locked, so the batch that closes bars hangs in its write: the job reports the
     stall while it lasts and says when it moves again, and the bars land once the lock goes."""
-    import psycopg
-
     trades_topic, bars_topic = kafka_topic("trades"), kafka_topic("bars")
     symbol = f"ST{uuid.uuid4().hex[:6].upper()}"
     t0 = (int(time.time() * 1000) // MINUTE - 10) * MINUTE
@@ -316,13 +314,7 @@ def test_a_batch_held_by_a_hung_database_write_is_reported_as_stalled(
     closer = trade(symbol, t0 + 6 * MINUTE, 100.0, 1.0, "closer")
     args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--trigger", "1 second",
             "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
-    holder = psycopg.connect(
-        host=stack_env["POSTGRES_HOST"],
-        port=stack_env["POSTGRES_PORT"],
-        user=stack_env["POSTGRES_USER"],
-        password=stack_env["POSTGRES_PASSWORD"],
-        dbname=test_db,
-    )
+    holder = connect(stack_env, test_db)
     job = StreamingJob("bars_job", args, {**stack_env, "SPARKTRENDS_STALL_AFTER_S": "5"})
     try:
         job.wait_for("the query running", lambda: any("[stream] running bars" in line for line in job.lines))

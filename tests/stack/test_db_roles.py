@@ -3,24 +3,17 @@ the application role, which reads and writes rows and can change nothing else; t
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from psycopg import errors
 
 import migrate
-
-
-def connect_as(env: dict[str, str], dbname: str) -> psycopg.Connection:
-    return psycopg.connect(
-        host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"], dbname=dbname,
-    )  # fmt: skip
+from tests.conftest import connect
 
 
 def test_components_connect_as_a_role_that_is_not_the_owner(stack_settings, stack_env, owner_env, test_db):
     assert stack_env["POSTGRES_USER"] == stack_settings.app_user != owner_env["POSTGRES_USER"]
     assert "SPARKTRENDS_APP_PASSWORD" not in stack_settings.client_env(), "components never get role passwords"
-    with connect_as(owner_env, test_db) as conn:
+    with connect(owner_env, test_db) as conn:
         attributes = conn.execute(
             "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles "
             "WHERE rolname = %s",
@@ -30,7 +23,7 @@ def test_components_connect_as_a_role_that_is_not_the_owner(stack_settings, stac
 
 
 def test_the_application_role_writes_rows(stack_env, test_db):
-    with connect_as(stack_env, test_db) as conn:
+    with connect(stack_env, test_db) as conn:
         conn.execute(
             "INSERT INTO bars_1m (symbol, ts, open, high, low, close, volume, source, origin) "
             "VALUES ('ROLE', now(), 1, 1, 1, 1, 0, 'test', 'trades')"
@@ -55,7 +48,7 @@ def test_the_application_role_writes_rows(stack_env, test_db):
     ],
 )
 def test_the_application_role_changes_nothing_but_rows(stack_env, test_db, statement):
-    with connect_as(stack_env, test_db) as conn:
+    with connect(stack_env, test_db) as conn:
         conn.autocommit = statement.startswith("CREATE DATABASE")
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute(statement)
@@ -64,15 +57,15 @@ def test_the_application_role_changes_nothing_but_rows(stack_env, test_db, state
 def test_migrating_again_keeps_the_role_and_covers_new_tables(owner_env, stack_env, test_db, monkeypatch):
     for name, value in owner_env.items():
         monkeypatch.setenv(name, value)
-    with connect_as(owner_env, test_db) as conn:
+    with connect(owner_env, test_db) as conn:
         conn.execute("CREATE TABLE role_test_new (x int)")
         conn.commit()
     try:
         assert migrate.grant_application_role(test_db) == stack_env["POSTGRES_USER"]
-        with connect_as(stack_env, test_db) as conn:  # the password still works, the new table is covered
+        with connect(stack_env, test_db) as conn:  # the password still works, the new table is covered
             conn.execute("INSERT INTO role_test_new VALUES (1)")
             conn.rollback()
     finally:
-        with connect_as(owner_env, test_db) as conn:
+        with connect(owner_env, test_db) as conn:
             conn.execute("DROP TABLE role_test_new")
             conn.commit()

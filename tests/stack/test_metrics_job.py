@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import signal
 import time
 import uuid
 
@@ -93,7 +92,7 @@ def test_kill_restart_late_bars_and_batch_parity(stack_settings, stack_env, kafk
         job.wait_for("first batches", lambda: job.rows_in.get("metrics", 0) >= len(on_time) // 2)
         produce(stack_settings.kafka_bootstrap, topic, messages(on_time[len(on_time) // 2 :]) + invalid)
         time.sleep(1.5)  # let the next micro-batch start, then kill the driver in the middle of the stream
-        job.stop(signal.SIGKILL)
+        job.kill()
     finally:
         job.stop()
 
