@@ -8,7 +8,7 @@ set.
 A seeded synthetic market (30 minutes of history at once, then live in real time, with injected jumps and volume
 spikes often enough that alerts happen) feeds the bars job, the metrics job and the alerter (posting to a local
 fake Slack), on topics and a database of their own. While it runs, one component at a time is hit: kill -9 of
-each driver, of ingest and of the alerter (each started again at once, as a supervisor would), a PostgreSQL fast
+each driver, of ingest and of the alerter (started again by the supervisor `make run` uses), a PostgreSQL fast
 restart and a 90-second outage, a Kafka restart, kill -9 of the Spark master and the loss of the Spark worker
 (each started again), and poison: every time-independent reject case of the admission corpus plus a valid trade
 stamped four minutes ahead (a skewed venue clock), produced into the live trades topic. Ingest, restarted with
@@ -51,7 +51,7 @@ import psycopg  # noqa: E402
 import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
-from services import ProcessService  # noqa: E402
+from services import ProcessService, Supervisor  # noqa: E402
 from tests import bars_reference  # noqa: E402
 from tests.alerts.fake_slack import FakeSlack  # noqa: E402
 from tests.contract.test_admission_corpus import corpus  # noqa: E402
@@ -104,6 +104,9 @@ class Run:
         self.ingest: ProcessService | None = None
         self.alerter: ProcessService | None = None
         self.slack = FakeSlack().start()
+        self.env.update({"SLACK_WEBHOOK": self.slack.url, "RUST_LOG": "info"})  # for ingest and the alerter
+        self.supervisor: Supervisor | None = None
+        self.current: Fault | None = None  # the fault in progress: what the supervisor says goes to its notes
         self.poison: list[tuple[bytes, str]] = []  # (raw message, the reject code the corpus expects)
         # A fixed start: a restarted ingest regenerates exactly the same market (seed and start decide it).
         self.sim_start_ms = (int(time.time() // 60) - HISTORY_MINUTES) * 60_000
@@ -122,9 +125,23 @@ class Run:
         self.jobs[name] = StreamingJob(args[0], [*args[1:], "--checkpoint", str(self.checkpoints)], self.env)
 
     def kill_job(self, name: str) -> None:
+        """kill -9 of a driver; the supervisor starts it again, as `make run`'s would."""
         job = self.jobs[name]
         (self.logs / f"job-{name}-{int(time.time())}.log").write_text("\n".join(job.lines))
         job.kill()
+
+    def wait(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+        """Sleeps up to `seconds` (less once `until` holds) while the supervisor restarts what dies."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            if self.supervisor is not None:
+                self.supervisor.tick()
+            time.sleep(0.5)
+
+    def supervised(self, line: str) -> None:
+        self.log(f"chaos: supervisor: {line}")
+        if self.current is not None and "exited" in line:
+            self.current.notes.append(line.split(";")[0])
 
     def start_ingest(self) -> None:
         self.ingest = ProcessService(
@@ -137,7 +154,7 @@ class Run:
              "--spikes-per-day", str(INJECTED_PER_DAY)],
             log_path=self.logs / "ingest.log",
         )  # fmt: skip
-        self.ingest.start({**self.env, "RUST_LOG": "info"})
+        self.ingest.start(self.env)
 
     def start_alerter(self) -> None:
         self.alerter = ProcessService(
@@ -145,7 +162,7 @@ class Run:
             [str(self.alerter_bin), "--poll-interval-ms", "200", "--stats-interval-ms", "5000"],
             log_path=self.logs / "alerter.log",
         )
-        self.alerter.start({**self.env, "SLACK_WEBHOOK": self.slack.url, "RUST_LOG": "info"})
+        self.alerter.start(self.env)
 
     # ------------------------------------------------------------------------------------------ observation
 
@@ -177,9 +194,8 @@ class Run:
             baseline: dict[str, int | None] = {}
 
             def hit() -> None:
-                self.kill_job(name)
                 baseline["rows"] = output()
-                self.start_job(name)
+                self.kill_job(name)
 
             return Fault(f"kill -9 {name} job driver", hit, lambda: self.grows(output, baseline["rows"]))
 
@@ -202,7 +218,6 @@ class Run:
         def alerter_hit() -> None:
             if self.alerter is not None:
                 self.alerter.kill()
-            self.start_alerter()
 
         poison_baseline: dict[str, int | None] = {}
 
@@ -222,7 +237,7 @@ class Run:
         s = self.settings
         return [
             job_fault("bars", self.bars_stored),
-            service_fault("kill -9 ingest", lambda: self.ingest and self.ingest.kill(), self.start_ingest, pause=0),
+            service_fault("kill -9 ingest", lambda: self.ingest and self.ingest.kill(), lambda: None, pause=0),
             job_fault("metrics", lambda: self.count("SELECT count(*) FROM metrics_1m")),
             Fault("kill -9 alerter", alerter_hit, alerter_recovered),
             service_fault("PostgreSQL fast restart", stack.stop_postgres, lambda: stack.start_postgres(s)),
@@ -283,16 +298,18 @@ class Run:
         self.log(f"chaos: jobs up; market of {SYMBOLS} symbols, {HISTORY_MINUTES} minutes of history, then live")
         started = time.monotonic()
         self.start_ingest()
+        assert self.alerter is not None and self.ingest is not None
+        # What dies is started again after a backoff, by the supervisor `make run` uses (scripts/services.py).
+        self.supervisor = Supervisor([*self.jobs.values(), self.alerter, self.ingest], self.env, say=self.supervised)
         faults = self.faults()
-        time.sleep(spacing)
+        self.wait(spacing)
         for fault in faults:
+            self.current = fault
             fault.started = time.monotonic()
             sim_from = self.sim_now_ms(started)
             self.log(f"chaos: {fault.name}")
             fault.hit()
-            deadline = fault.started + 240
-            while time.monotonic() < deadline and not fault.recovered():
-                time.sleep(0.5)
+            self.wait(240, until=fault.recovered)
             if fault.recovered():
                 fault.recovery_s = time.monotonic() - fault.started
                 self.log(f"chaos: {fault.name}: recovered in {fault.recovery_s:.1f}s")
@@ -300,15 +317,11 @@ class Run:
                 fault.notes.append("not recovered within 240 s")
                 self.log(f"chaos: {fault.name}: NOT recovered within 240 s")
             fault.sim_window = (sim_from, self.sim_now_ms(started))
-            for name, job in self.jobs.items():
-                if not job.alive():  # a job the fault killed: the supervisor's restart
-                    fault.notes.append(f"{name} job died and was restarted")
-                    self.log(f"chaos: the {name} job died under {fault.name}; restarting it")
-                    self.start_job(name)
-            time.sleep(spacing)
+            self.wait(spacing)
+            self.current = None
         self.log("chaos: schedule done; one more minute of market, then ingest stops and the last bars close")
-        time.sleep(70)
-        assert self.ingest is not None
+        self.wait(70)
+        self.supervisor = None  # nothing is restarted from here on: ingest stops for good
         self.ingest.stop(grace=60)
         return self.settle_and_check(faults)
 

@@ -46,7 +46,7 @@ from spark_jobs.common import (
 from spark_jobs.contracts import APPLIED_HEADER, REJECT_FIELDS
 from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import BAR_FIELDS, apply_bars
-from spark_jobs.store import DEFAULT_REJECT_RETENTION, insert_rejects, purge_old_rejects
+from spark_jobs.store import DEFAULT_REJECT_RETENTION, insert_rejects, purge_old_rejects, retrying_through_outages
 from sparktrends import contract
 
 TRADE_KIND = "trade"  # contract trade_kinds: executions count in a bar's `trades`; ticks do not
@@ -245,7 +245,7 @@ def main() -> None:
     late_trades.watch(spark, "bars", query_name="bars", topic=args.trades_topic, checkpoint=checkpoint)
     query = (
         records.writeStream.queryName("bars")
-        .foreachBatch(publish(spark, args.bars_topic, profiles))
+        .foreachBatch(retrying_through_outages("bars", publish(spark, args.bars_topic, profiles)))
         .option("checkpointLocation", checkpoint)
         .outputMode("append")
         .trigger(**paced_trigger(spark))

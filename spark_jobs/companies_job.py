@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from spark_jobs import contracts
 from spark_jobs.common import checkpoint_dir, read_kafka_stream, spark_session, start_progress_reporter
 from spark_jobs.contracts import REJECT_FIELDS
-from spark_jobs.store import insert_rejects, pg_connect, upsert
+from spark_jobs.store import insert_rejects, pg_connect, retrying_through_outages, upsert
 from sparktrends import contract
 
 COMPANY_COLUMNS = contract.messages()["company"].field_names
@@ -63,7 +63,7 @@ def main() -> None:
     )
     query = (
         observed.writeStream.queryName("companies")
-        .foreachBatch(store_companies)
+        .foreachBatch(retrying_through_outages("companies", store_companies))
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "companies"))
         .trigger(processingTime=args.trigger)
         .start()

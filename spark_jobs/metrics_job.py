@@ -32,7 +32,7 @@ from spark_jobs.metrics_store import (
     apply_bars,
     purge_stale_staging,
 )
-from spark_jobs.store import insert_rejects
+from spark_jobs.store import insert_rejects, retrying_through_outages
 
 
 def parse_bars(raw: DataFrame) -> DataFrame:
@@ -126,7 +126,12 @@ def main() -> None:
     query = (
         observed.writeStream.queryName("metrics")
         .foreachBatch(
-            MetricsBatch(spark, args.warmup_bars, args.driver_max_rows, detector_profiles.load(args.detector_config))
+            retrying_through_outages(
+                "metrics",
+                MetricsBatch(
+                    spark, args.warmup_bars, args.driver_max_rows, detector_profiles.load(args.detector_config)
+                ),
+            )
         )
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "metrics"))
         .trigger(processingTime=f"{interval_ms(args.trigger)} milliseconds")

@@ -3,11 +3,14 @@ replayed micro-batch changes nothing (exactly-once effect at the database)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from pyspark.sql import DataFrame
 
 from spark_jobs.common import env
 from spark_jobs.contracts import REJECT_FIELDS
@@ -23,6 +26,37 @@ def pg_connect() -> psycopg.Connection:
         dbname=env("POSTGRES_DB", "sparktrends"),
         connect_timeout=10,
     )
+
+
+# How long a micro-batch's writes keep trying through a PostgreSQL outage before the batch fails and the job exits
+# for its supervisor to restart it from the checkpoint. A fast restart or a fail-over takes seconds, and a restart of
+# the job costs 20-30 s of spark-submit and a first batch; a longer outage is better reported by a dead job.
+DATABASE_RETRY_S = float(os.environ.get("SPARKTRENDS_DATABASE_RETRY_S", "120"))
+
+
+def retrying_through_outages(
+    job: str, write: Callable[[DataFrame, int], None], limit_s: float | None = None
+) -> Callable[[DataFrame, int], None]:
+    """`write` (a foreachBatch function) run again, with doubling pauses, while PostgreSQL is unreachable, for at
+    most `limit_s` (DATABASE_RETRY_S); one line per retry. Safe because every write of a batch is idempotent (an
+    upsert or insert-if-absent on a natural key, a Kafka record its consumers upsert): a batch written in part
+    and then written again ends as if written once."""
+    budget = DATABASE_RETRY_S if limit_s is None else limit_s
+
+    def run(batch: DataFrame, batch_id: int) -> None:
+        deadline, pause = time.monotonic() + budget, 1.0
+        while True:
+            try:
+                return write(batch, batch_id)
+            except psycopg.OperationalError as error:
+                if time.monotonic() + pause > deadline:
+                    raise
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                print(f"[{job}] batch={batch_id}: database unavailable ({reason}); again in {pause:.0f}s", flush=True)
+                time.sleep(pause)
+                pause = min(pause * 2, 15.0)
+
+    return run
 
 
 def insert_rejects(source: str, rows: Sequence[Any]) -> None:
