@@ -877,8 +877,8 @@ class Daemon:
         )
 
     def describe(self) -> str:
-        health, pid = self.health(), self.pid_of() or "-"
-        return f"{self.name:<13} {'UP  ' if health.up else 'DOWN'}  pid {pid:<8} {self.endpoint}  {health.detail}"
+        health = self.health()
+        return status_line(self.name, health.up, str(self.pid_of() or "-"), self.endpoint, health.detail)
 
 
 def daemons(s: Settings) -> list[Daemon]:
@@ -926,11 +926,16 @@ def describe_down(pid: int | None, port: int, name: str) -> str:
     return f"process {pid} runs but does not answer its health check"
 
 
+def status_line(name: str, up: bool, pid: str, endpoint: str, detail: str, width: int = 0) -> str:
+    """One service's line of `status` (and of Daemon.describe): `width` aligns the endpoints of a table."""
+    return f"{name:<13} {'UP  ' if up else 'DOWN'}  pid {pid:<8} {endpoint:<{width}}  {detail}"
+
+
 def print_status(s: Settings) -> bool:
     rows = service_rows(s)
     width = max(len(r[3]) for r in rows)
-    for name, up, pid, endpoint, detail in rows:
-        print(f"  {name:<13} {'UP  ' if up else 'DOWN'}  pid {pid:<8} {endpoint:<{width}}  {detail}")
+    for row in rows:
+        print(f"  {status_line(*row, width=width)}")
     print(f"  logs: {LOGS}")
     return all(r[1] for r in rows)
 
