@@ -47,6 +47,13 @@ impl Emitter {
         &self.topics
     }
 
+    /// Waits (off the async threads) until everything sent so far is acknowledged by Kafka; then state that
+    /// covers those messages (a cursor, a backfill's progress) may be saved.
+    pub async fn flush(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || sink.flush(timeout)).await?
+    }
+
     /// Returns whether the trade was accepted. `raw` is the provider's payload for the dead letter; without it
     /// the canonical message itself is kept. A trade without a provider id gets its derived id here.
     pub fn trade(&self, trade: &Trade, raw: Option<&str>, time: TimeCheck) -> bool {

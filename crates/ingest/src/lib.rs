@@ -11,6 +11,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod sources;
+pub mod state;
 pub mod stats;
 pub mod tables;
 pub mod topics;

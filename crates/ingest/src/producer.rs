@@ -180,6 +180,10 @@ impl Sink for KafkaSink {
             }
         }
     }
+
+    fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
+        KafkaSink::flush(self, timeout)
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@ use std::sync::Mutex;
 pub trait Sink: Send + Sync {
     /// Queue one record; `key` is the symbol so one partition holds a symbol's messages in order.
     fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()>;
+    /// Blocks until every queued record is acknowledged (or `timeout` passes: an error). A source saves a
+    /// cursor only after this, so the cursor never runs ahead of what Kafka holds.
+    fn flush(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 /// A record as a sink received it.
