@@ -145,6 +145,8 @@ fn main() {
         ("trade_kinds", "TradeKind"),
         ("bar_origins", "BarOrigin"),
         ("sources", "Source"),
+        ("gap_causes", "GapCause"),
+        ("gap_outcomes", "GapOutcome"),
     ];
     for (group, type_name) in groups {
         let doc = format!("Names of `{group}` in contracts/messages.json.");

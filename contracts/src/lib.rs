@@ -15,7 +15,7 @@ pub mod messages;
 pub mod spec;
 
 pub use admission::{admit_bar, admit_company, admit_trade, Received, Reject};
-pub use messages::{Bar, Company, DeadLetter, Trade};
+pub use messages::{Bar, Company, DeadLetter, Gap, Trade};
 
 /// The contract files as embedded at build time, by file name: what the Python package exposes.
 pub const FILES: [(&str, &str); 5] = [

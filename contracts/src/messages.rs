@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BarOrigin, RejectCode, Side, TradeKind};
+use crate::{BarOrigin, GapCause, GapOutcome, RejectCode, Side, TradeKind};
 
 fn is_trade(kind: &TradeKind) -> bool {
     *kind == TradeKind::Trade
@@ -135,6 +135,25 @@ pub struct DeadLetter {
     pub received_ms: i64,
 }
 
+/// `market.gaps.v1`: trades a feed missed, what was done about them, and which minutes to rebuild. The bars
+/// job records it (PostgreSQL `gaps`) and rebuilds the bars of `from_ts_ms..=to_ts_ms` once its watermark has
+/// passed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    pub source: String,
+    pub symbol: String,
+    pub cause: GapCause,
+    pub outcome: GapOutcome,
+    pub from_ts_ms: i64,
+    pub to_ts_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_missing_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_missing_id: Option<i64>,
+    pub repaired_trades: i64,
+    pub detected_ms: i64,
+}
+
 /// The id ingest gives a trade whose provider has none: its event time, price and size, and how many
 /// earlier prints of this symbol carried exactly those three (`occurrence`). A re-sent print (a replayed
 /// file, a re-delivered frame) gets the same id and is deduplicated; two genuine identical prints in one
@@ -196,11 +215,24 @@ mod tests {
             raw: "{".into(),
             received_ms: 1,
         };
+        let gap = Gap {
+            source: "binance".into(),
+            symbol: "BTCUSDT".into(),
+            cause: GapCause::Reconnect,
+            outcome: GapOutcome::Repaired,
+            from_ts_ms: 1,
+            to_ts_ms: 2,
+            first_missing_id: Some(10),
+            last_missing_id: Some(12),
+            repaired_trades: 3,
+            detected_ms: 3,
+        };
         for (kind, value) in [
             ("trade", serde_json::to_value(&trade).unwrap()),
             ("bar", serde_json::to_value(&bar).unwrap()),
             ("company", serde_json::to_value(&company).unwrap()),
             ("dead_letter", serde_json::to_value(&letter).unwrap()),
+            ("gap", serde_json::to_value(&gap).unwrap()),
         ] {
             let mut got = keys(&value);
             got.sort();
