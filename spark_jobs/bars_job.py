@@ -29,11 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from datetime import datetime
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 
-from spark_jobs import contracts, detector_profiles, late_trades
+from spark_jobs import contracts, detector_profiles, gap_repair, late_trades
 from spark_jobs.common import (
     checkpoint_dir,
     interval_ms,
@@ -85,13 +87,15 @@ def build_bars(trades: DataFrame) -> DataFrame:
     contracts/trade_conditions.json: a print that may set the price (`updates_price`) sets open, high, low and
     close; one that only counts in volume sets them only in a minute without any price-setting print (a minute
     of odd lots still gets a bar); volume, VWAP and the taker-buy volume sum the prints that count in volume.
-    Open and close are chosen deterministically by (event time, Kafka offset): one symbol lives in one
-    partition, so the offset orders same-millisecond trades."""
+    Open and close are chosen deterministically by (event time, integer trade id, Kafka offset): an exchange's
+    trade ids order its same-millisecond trades even when some reached the topic later than others (a repaired
+    gap, spark_jobs/gap_repair.py); one symbol lives in one partition, so the offset orders the rest."""
     # 0: may set the price; 1: only counts in volume; null: sets nothing (an official open or close print).
     rank = F.when(F.col("updates_price"), 0).when(F.col("updates_volume"), 1)
     eligible = rank.isNotNull()
-    order = F.struct(rank.alias("rank"), "ts_ms", "partition", "offset")
-    last_order = F.struct((-rank).alias("rank"), "ts_ms", "partition", "offset")
+    numeric_id = F.expr("try_cast(trade_id AS BIGINT)").alias("numeric_id")
+    order = F.struct(rank.alias("rank"), "ts_ms", numeric_id, "partition", "offset")
+    last_order = F.struct((-rank).alias("rank"), "ts_ms", numeric_id, "partition", "offset")
     counted = F.col("updates_volume")
     size = F.when(counted, F.col("size"))
     # A static DataFrame (a unit test, a backfill) has no watermark to bound the deduplication state.
@@ -206,10 +210,18 @@ def publish(
     return write
 
 
+def watermark_ms(query: StreamingQuery) -> int | None:
+    """The watermark of the query's last completed micro-batch: every bar ending at or before it is emitted."""
+    progress = query.lastProgress
+    text = ((progress or {}).get("eventTime") or {}).get("watermark")
+    return round(datetime.fromisoformat(text).timestamp() * 1000) if text else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trades-topic", default=contracts.TOPIC_TRADES)
     parser.add_argument("--bars-topic", default=contracts.TOPIC_BARS)
+    parser.add_argument("--gaps-topic", default=contracts.TOPIC_GAPS)
     parser.add_argument("--watermark", default="1 minute", help="how late a trade may arrive and still count")
     parser.add_argument(
         "--trigger",
@@ -251,8 +263,23 @@ def main() -> None:
         .trigger(**paced_trigger(spark))
         .start()
     )
-    start_progress_reporter(spark, [query])
-    query.awaitTermination()
+    # Repairs of the minutes a feed missed trades in: a second query, in this application so it can wait for the
+    # bars query's watermark (spark_jobs/gap_repair.py).
+    gaps = (
+        read_kafka_stream(spark, args.gaps_topic, args.starting_offsets)
+        .writeStream.queryName("gaps")
+        .foreachBatch(
+            retrying_through_outages(
+                "bars",
+                gap_repair.repair(spark, args.trades_topic, args.bars_topic, lambda: watermark_ms(query), profiles),
+            )
+        )
+        .option("checkpointLocation", checkpoint_dir(args.checkpoint, "bars-gaps"))
+        .trigger(processingTime=args.trigger)
+        .start()
+    )
+    start_progress_reporter(spark, [query, gaps])
+    spark.streams.awaitAnyTermination()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ TOPIC_TRADES = contract.topic(contract.messages()["trade"].topic_prefix)
 TOPIC_BARS = contract.topic(contract.messages()["bar"].topic_prefix)
 TOPIC_COMPANIES = contract.topic(contract.messages()["company"].topic_prefix)
 TOPIC_DEADLETTER = contract.topic(contract.messages()["dead_letter"].topic_prefix)
+TOPIC_GAPS = contract.topic(contract.messages()["gap"].topic_prefix)
 # Header of a bars-topic message whose bar its producer (the bars job) has already written to PostgreSQL, with
 # its metrics: the metrics job skips it. Any other producer's bars carry no such header and are applied.
 APPLIED_HEADER = "sparktrends-applied"

@@ -177,16 +177,23 @@ MERGE_METRICS = f"""
 
 # One outbox row per (symbol, bar, kind). A recomputation (replay, late or corrected bar) refreshes a row that
 # has not been sent yet, and revives one it had withdrawn; a row already delivered or failed keeps its state.
+# An anomaly of a bar that closed longer than alert_live_window() ago (a repaired gap, a backfill, a recompute of
+# history: migration 0008) is 'recorded', never posted as if it were news; docs/alerts.md.
 INSERT_ANOMALIES = f"""
-    INSERT INTO anomalies (symbol, ts, kind, score, severity, details)
+    INSERT INTO anomalies (symbol, ts, kind, score, severity, details, status, delivery_note)
     SELECT s.symbol, s.ts, k.kind, s.anomaly_score, coalesce(s.severity, '{contract.severities()[0]}'),
            jsonb_strip_nulls(jsonb_build_object(
                'close', b.close, 'volume', b.volume, 'ret', s.ret, 'log_ret', s.log_ret,
                'ret_2_bars', b.close / nullif(before.close, 0) - 1,
                'return_z', s.return_z, 'robust_z', s.robust_z, 'volume_z', s.volume_z,
                'vol_cc', s.vol_cc, 'vol_ewma', s.vol_ewma, 'anomaly_score', s.anomaly_score,
-               'kinds', s.anomaly_kinds))
+               'kinds', s.anomaly_kinds)),
+           CASE WHEN live THEN 'pending' ELSE 'recorded' END,
+           CASE WHEN NOT live THEN format('recorded, not posted: found %%s after its bar closed (a repaired gap, a '
+                                          'backfill or a recompute of history)',
+                                          date_trunc('second', now() - s.ts - interval '1 minute')) END
     FROM metrics_staging s
+    CROSS JOIN LATERAL (SELECT s.ts + interval '1 minute' >= now() - alert_live_window() AS live) AS age
     JOIN bars_1m b ON b.symbol = s.symbol AND b.ts = s.ts
     -- A price jump is reported by the bar that confirms it held; the move is the bar before, so the alert also
     -- shows the return over the two bars.
@@ -197,8 +204,11 @@ INSERT_ANOMALIES = f"""
     WHERE s.run_id = %(run_id)s AND s.is_anomaly
     ON CONFLICT (symbol, ts, kind) DO UPDATE
         SET score = EXCLUDED.score, severity = EXCLUDED.severity, details = EXCLUDED.details,
-            status = 'pending', delivery_note = NULL
-        WHERE anomalies.status = 'pending'
+            -- A revived row is judged live or not now; a pending or recorded one keeps what it was found as.
+            status = CASE WHEN anomalies.status = 'suppressed' THEN EXCLUDED.status ELSE anomalies.status END,
+            delivery_note = CASE WHEN anomalies.status = 'suppressed' THEN EXCLUDED.delivery_note
+                                 ELSE anomalies.delivery_note END
+        WHERE anomalies.status IN ('pending', 'recorded')
            OR (anomalies.status = 'suppressed' AND anomalies.delivery_note LIKE 'withdrawn:%%')
 """
 
@@ -208,7 +218,7 @@ WITHDRAW_ANOMALIES = """
     UPDATE anomalies a
     SET status = 'suppressed', delivery_note = 'withdrawn: a late or corrected bar changed the metrics'
     FROM metrics_staging s
-    WHERE s.run_id = %(run_id)s AND a.symbol = s.symbol AND a.ts = s.ts AND a.status = 'pending'
+    WHERE s.run_id = %(run_id)s AND a.symbol = s.symbol AND a.ts = s.ts AND a.status IN ('pending', 'recorded')
       AND NOT (coalesce(s.is_anomaly, false) AND a.kind = ANY(string_to_array(s.anomaly_kinds, ',')))
 """
 

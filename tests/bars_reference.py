@@ -25,8 +25,15 @@ def rule(source: str, conditions: list[str] | None) -> tuple[bool, bool]:
 def bar(trades: list[dict]) -> dict | None:
     """One minute's bar from its trades, in arrival order: price from the prints that may set it, else from those
     that count in volume (none: no bar); volume, VWAP, taker-buy volume from the counted ones; executions (not
-    ticks) counted, null for a bar of ticks only; the integer trade-id range. Ties in time keep arrival order."""
-    ordered = sorted(enumerate(trades), key=lambda it: (it[1]["ts_ms"], it[0]))
+    ticks) counted, null for a bar of ticks only; the integer trade-id range. Ties in time go by integer trade id
+    (an exchange numbers its trades in order; a trade without one comes first), then arrival order."""
+
+    def order(item: tuple[int, dict]) -> tuple:
+        arrival, t = item
+        numeric = str(t.get("trade_id") or "").lstrip("-").isdigit()
+        return (t["ts_ms"], (1, int(t["trade_id"])) if numeric else (0, 0), arrival)
+
+    ordered = sorted(enumerate(trades), key=order)
     flags = [(t, *rule(t["source"], t.get("conditions"))) for _, t in ordered]
     pricing = [t for t, price, _ in flags if price] or [t for t, _, volume in flags if volume]
     if not pricing:

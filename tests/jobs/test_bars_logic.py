@@ -117,3 +117,20 @@ def test_rejects_leave_with_their_code_and_do_not_stop_the_bars(local_spark):
     assert sorted(r["reject_code"] for r in rejects) == ["invalid_symbol", "malformed_json", "ts_in_future"]
     assert all(r["offset"] >= 1 and r["topic"] == "unit" and r["reject_reason"] for r in rejects)
     assert next(r for r in rejects if r["reject_code"] == "malformed_json")["raw"] == "\\u0000\u0001"
+
+
+def test_same_millisecond_trades_go_by_exchange_trade_id_not_arrival(local_spark):
+    """A repaired gap's trades reach the topic after the live ones that followed them (spark_jobs/gap_repair.py);
+    within one millisecond the exchange's trade ids, not the arrival order, say which came first."""
+    live = [
+        trade("B", T0 + 1_000, 10.0, 1, "101", source="binance"),
+        trade("B", T0 + 2_000, 12.0, 1, "103", source="binance"),
+    ]
+    repaired = [
+        trade("B", T0 + 1_000, 9.0, 1, "100", source="binance"),
+        trade("B", T0 + 2_000, 11.0, 1, "102", source="binance"),
+    ]
+    bars, _ = run(local_spark, live + repaired)
+    got = bars[("B", T0)]
+    assert (got["open"], got["close"]) == (9.0, 12.0)
+    assert_bar(got, live + repaired)

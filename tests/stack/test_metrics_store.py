@@ -143,3 +143,47 @@ def test_a_stalled_holder_fails_the_recomputation_with_its_name(stack_env, monke
         with pg_connect() as waiter, pytest.raises(SymbolsLocked, match="stalled-test-holder"):
             lock_symbols(waiter, {symbol: dt.datetime.now(dt.timezone.utc)}, timeout_s=1)
         assert time.monotonic() - started < 30
+
+
+def jump_bars(symbol: str, last_minute: dt.datetime, n: int = 600) -> list[dict]:
+    """`n` quiet 1-minute bars ending at `last_minute`, with a 5% jump six bars before the end that holds."""
+    rng = np.random.default_rng(11)
+    closes = 100 * np.cumprod(1 + rng.normal(0, 2e-4, n))
+    closes[-6:] *= 1.05
+    first = last_minute - dt.timedelta(minutes=n - 1)
+    rows = []
+    for i, close in enumerate(closes):
+        open_ = closes[i - 1] if i else close
+        ts_ms = int((first + dt.timedelta(minutes=i)).timestamp() * 1000)
+        rows.append({"symbol": symbol, "ts_ms": ts_ms, "open": open_, "high": max(open_, close) * 1.0001,
+                     "low": min(open_, close) * 0.9999, "close": close, "volume": float(rng.lognormal(5, 0.3)),
+                     "trades": 10, "vwap": (open_ + close) / 2, "source": "test", "origin": "provider"})  # fmt: skip
+    return rows
+
+
+def test_anomalies_of_old_bars_are_recorded_and_only_live_ones_await_posting(stack_env, pg, monkeypatch) -> None:
+    """Docs/alerts.md: an anomaly found on a bar that closed longer than alert_live_window() ago (a repaired gap,
+    a backfill) is 'recorded' with a note saying so and never becomes 'pending'; a live one is 'pending'."""
+    for name in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        monkeypatch.setenv(name, stack_env[name])
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    live, old = (f"{kind}{uuid.uuid4().hex[:5].upper()}" for kind in ("LIVE", "OLD"))
+    apply_bars(None, jump_bars(live, now - dt.timedelta(minutes=1)))  # type: ignore[arg-type] # driver path
+    apply_bars(None, jump_bars(old, now - dt.timedelta(hours=3)))  # type: ignore[arg-type]
+
+    def outbox(symbol: str) -> list[tuple[str, str]]:
+        return pg.execute(
+            "SELECT status, coalesce(delivery_note, '') FROM anomalies WHERE symbol = %s", (symbol,)
+        ).fetchall()
+
+    live_rows, old_rows = outbox(live), outbox(old)
+    assert live_rows and old_rows, "the jump must be an anomaly in both series"
+    assert {status for status, _ in live_rows} == {"pending"}
+    assert {status for status, _ in old_rows} == {"recorded"}
+    assert all(note.startswith("recorded, not posted: found ") for _, note in old_rows)
+    # A corrected old bar recomputes the range (the anomalies are found again) and they stay recorded: history
+    # never turns into news.
+    corrected = jump_bars(old, now - dt.timedelta(hours=3))[-8:]
+    corrected[0]["volume"] += 1.0
+    assert apply_bars(None, corrected).metric_rows >= 8  # type: ignore[arg-type]
+    assert {status for status, _ in outbox(old)} == {"recorded"}
