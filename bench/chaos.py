@@ -96,7 +96,7 @@ class Run:
         self.env = {**os.environ, **self.settings.client_env(), **stack.spark_env(self.settings), "POSTGRES_DB": DB}
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
         tag = uuid.uuid4().hex[:8]
-        self.topics = {role: f"chaos.{role}.{tag}" for role in ("trades", "bars", "companies", "deadletter")}
+        self.topics = {role: f"chaos.{role}.{tag}" for role in ("trades", "bars", "companies", "deadletter", "gaps")}
         self.logs = stack.LOGS / f"chaos-{tag}"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.logs / "checkpoints"
@@ -119,6 +119,7 @@ class Run:
     def start_job(self, name: str) -> None:
         args = {
             "bars": ["bars_job", "--trades-topic", self.topics["trades"], "--bars-topic", self.topics["bars"],
+                     "--gaps-topic", self.topics["gaps"],
                      "--watermark", f"{WATERMARK_S} seconds", "--trigger", "1 second"],
             "metrics": ["metrics_job", "--bars-topic", self.topics["bars"], "--trigger", "1 second"],
         }[name]  # fmt: skip
@@ -150,6 +151,7 @@ class Run:
              "--start", str(self.sim_start_ms),
              "--trades-topic", self.topics["trades"], "--bars-topic", self.topics["bars"],
              "--companies-topic", self.topics["companies"], "--deadletter-topic", self.topics["deadletter"],
+             "--gaps-topic", self.topics["gaps"],
              "--stats-interval", "5", "--jumps-per-day", str(INJECTED_PER_DAY),
              "--spikes-per-day", str(INJECTED_PER_DAY)],
             log_path=self.logs / "ingest.log",

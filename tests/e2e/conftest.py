@@ -55,9 +55,9 @@ def pipeline(stack_settings, stack_env, owner_env, alerter_binary, tmp_path_fact
     migrate.recreate_database(E2E_DB, owner_env)
     env = {**stack_env, "POSTGRES_DB": E2E_DB}
     tag = uuid.uuid4().hex[:8]
-    topics = Topics(*(f"e2e.{role}.{tag}" for role in ("trades", "bars", "companies", "deadletter")))
+    topics = Topics(*(f"e2e.{role}.{tag}" for role in ("trades", "bars", "companies", "deadletter", "gaps")))
     admin = AdminClient({"bootstrap.servers": stack_settings.kafka_bootstrap})
-    names = [topics.trades, topics.bars, topics.companies, topics.deadletter]
+    names = [topics.trades, topics.bars, topics.companies, topics.deadletter, topics.gaps]
     for future in admin.create_topics([NewTopic(n, num_partitions=3, replication_factor=1) for n in names]).values():
         future.result()
     logs = tmp_path_factory.mktemp("e2e")
@@ -65,7 +65,8 @@ def pipeline(stack_settings, stack_env, owner_env, alerter_binary, tmp_path_fact
     jobs = {
         "bars": StreamingJob(
             "bars_job",
-            ["--trades-topic", topics.trades, "--bars-topic", topics.bars, "--watermark", WATERMARK,
+            ["--trades-topic", topics.trades, "--bars-topic", topics.bars, "--gaps-topic", topics.gaps,
+             "--watermark", WATERMARK,
              "--trigger", "1 second", "--checkpoint", str(checkpoints)],
             env,
         ),

@@ -248,6 +248,7 @@ def twelvedata(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> C
     pipeline.ingest(
         ingest_binary, "twelvedata", "twelvedata", "--symbols", TWELVE_DATA, "--rest-url", http.url,
         "--ws-url", ws.url, "--backfill-bars", "30", "--poll-interval", "5", "--rate-limit-per-minute", "600",
+        "--state-dir", str(pipeline.logs / "ingest-state"),  # a fresh cursor: this run backfills
         env={"TWELVE_DATA_API_KEY": TWELVE_DATA_KEY},
     )  # fmt: skip
 

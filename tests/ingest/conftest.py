@@ -26,6 +26,7 @@ class Topics:
     bars: str
     companies: str
     deadletter: str
+    gaps: str
 
     def args(self) -> list[str]:
         return [
@@ -37,6 +38,8 @@ class Topics:
             self.companies,
             "--deadletter-topic",
             self.deadletter,
+            "--gaps-topic",
+            self.gaps,
         ]
 
 
@@ -47,6 +50,7 @@ def topics(kafka_topic) -> Topics:
         bars=kafka_topic("bars", partitions=3),
         companies=kafka_topic("companies", partitions=1),
         deadletter=kafka_topic("deadletter", partitions=1),
+        gaps=kafka_topic("gaps", partitions=1),
     )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tests.ingest.conftest import now_ms, read_topic, wait_for_records
@@ -19,9 +21,10 @@ def open_price(ts_ms: int) -> float:
     return round(100 + (ts_ms // 60_000) % 10_000 / 100, 2)
 
 
-def series(symbol: str, outputsize: int) -> dict:
-    """The latest `outputsize` minutes up to the one still forming, newest first, in New York wall time."""
-    current = now_ms() // 60_000 * 60_000
+def series(symbol: str, outputsize: int, newest: int | None = None) -> dict:
+    """The latest `outputsize` minutes up to the one still forming (or up to `newest`), newest first, in New York
+    wall time."""
+    current = now_ms() // 60_000 * 60_000 if newest is None else newest
     values = []
     for i in range(outputsize):
         ts = current - i * 60_000
@@ -64,7 +67,7 @@ def time_series(request: HttpRequest, earlier: list[HttpRequest]) -> tuple[int, 
     return 200, {}, json.dumps(series(symbol, int(request.query["outputsize"])))
 
 
-def test_rest_backfill_incremental_errors_and_rate_limits(run_ingest, topics, stack_settings):
+def test_rest_backfill_incremental_errors_and_rate_limits(run_ingest, topics, stack_settings, tmp_path):
     with FakeHttpServer(time_series) as rest:
         ingest = run_ingest(
             "twelvedata",
@@ -73,6 +76,8 @@ def test_rest_backfill_incremental_errors_and_rate_limits(run_ingest, topics, st
             "--no-ws",
             "--rest-url",
             rest.url,
+            "--state-dir",
+            str(tmp_path / "state"),
             "--backfill-bars",
             "30",
             "--poll-interval",
@@ -115,6 +120,146 @@ def test_rest_backfill_incremental_errors_and_rate_limits(run_ingest, topics, st
     assert any("NOPE: provider error 400" in reason for reason in reasons), letters
     assert any('"status": "error"' in letter["raw"] for letter in letters)
     assert KEY not in ingest.log()
+
+
+MINUTE = 60_000
+SYMBOLS = ["AAPL", "MSFT"]
+CURSOR_FILE = "twelvedata-rest-cursor.json"
+
+
+class Market:
+    """A REST fake whose newest bar is the test's choice, closed and a few minutes old (inside the live window):
+    moving it on between runs is "the provider now has one more bar"."""
+
+    def __init__(self, newest: int) -> None:
+        self.newest = newest
+
+    def respond(self, request: HttpRequest, earlier: list[HttpRequest]) -> tuple[int, dict[str, str], str]:
+        size = int(request.query["outputsize"])
+        return 200, {}, json.dumps(series(request.query["symbol"], size, self.newest))
+
+
+def run_rest(run_ingest, topics, rest: FakeHttpServer, state: Path):
+    return run_ingest(
+        "twelvedata",
+        "--symbols",
+        ",".join(SYMBOLS),
+        "--no-ws",
+        "--rest-url",
+        rest.url,
+        "--state-dir",
+        str(state),
+        "--backfill-bars",
+        "30",
+        "--poll-interval",
+        "1",
+        "--rate-limit-per-minute",
+        "600",
+        *topics.args(),
+        env={"TWELVE_DATA_API_KEY": KEY},
+    )
+
+
+def saved_cursor(state: Path) -> dict[str, int] | None:
+    path = state / CURSOR_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def wait_for_cursor(state: Path, newest: int, timeout: float = 20) -> None:
+    expected = dict.fromkeys(SYMBOLS, newest)
+    deadline = time.monotonic() + timeout
+    while saved_cursor(state) != expected:
+        assert time.monotonic() < deadline, f"cursor {saved_cursor(state)}, expected {expected}"
+        time.sleep(0.1)
+
+
+def stamps_by_symbol(bootstrap: str, topic: str) -> dict[str, Counter[int]]:
+    bars = read_topic(bootstrap, topic)
+    return {symbol: Counter(r.value["ts_ms"] for r in bars if r.value["symbol"] == symbol) for symbol in SYMBOLS}
+
+
+def minutes(first: int, last: int) -> list[int]:
+    return list(range(first, last + MINUTE, MINUTE))
+
+
+def test_rest_cursor_restart_sends_only_the_new_bar(run_ingest, topics, stack_settings, tmp_path):
+    state = tmp_path / "state"
+    newest = now_ms() // MINUTE * MINUTE - 5 * MINUTE
+    market = Market(newest)
+    with FakeHttpServer(market.respond) as rest:
+        first = run_rest(run_ingest, topics, rest, state)
+        wait_for_cursor(state, newest)
+        # A few incremental polls that find nothing new, as a long-running ingest would.
+        deadline = time.monotonic() + 15
+        while len(rest.matching("/time_series", symbol="AAPL")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.stop() == 0, first.log()[-3000:]
+    assert "backfilled 30 bar(s) for AAPL" in first.log()
+
+    market.newest = newest + MINUTE
+    with FakeHttpServer(market.respond) as rest:
+        restarted_ms = now_ms()
+        second = run_rest(run_ingest, topics, rest, state)
+        for symbol in SYMBOLS:
+            second.wait_for_log(f"resumed {symbol} after its cursor: 1 new bar(s)", 20)
+        wait_for_cursor(state, newest + MINUTE)
+        asked_by_ms = now_ms()
+        assert second.stop() == 0, second.log()[-3000:]
+
+    assert "resuming from the cursor in" in second.log() and "2 symbol(s), the oldest" in second.log()
+    assert "backfilled" not in second.log()
+    for symbol in SYMBOLS:
+        resumed = rest.matching("/time_series", symbol=symbol)[0]
+        # Enough minutes to reach back to the cursor (the outputsize function: minutes since it, plus 2).
+        low, high = ((t - newest) // MINUTE + 2 for t in (restarted_ms, asked_by_ms))
+        assert low <= int(resumed.query["outputsize"]) <= high < 30, resumed.query
+
+    held = stamps_by_symbol(stack_settings.kafka_bootstrap, topics.bars)
+    for symbol, counts in held.items():
+        assert max(counts.values()) == 1, f"{symbol}: re-sent {[ts for ts, n in counts.items() if n > 1]}"
+        assert sorted(counts) == minutes(newest - 29 * MINUTE, newest + MINUTE), f"{symbol}: a bar is missing"
+
+
+def test_crash_between_send_and_save_resends_only_the_unsaved_bars(run_ingest, topics, stack_settings, tmp_path):
+    """A directory where the cursor's temporary file goes makes every save fail after its flush succeeded: the
+    bars are in Kafka, the file still names the older bar, exactly as if kill -9 landed between the two."""
+    state = tmp_path / "state"
+    newest = now_ms() // MINUTE * MINUTE - 6 * MINUTE
+    market = Market(newest)
+    with FakeHttpServer(market.respond) as rest:
+        first = run_rest(run_ingest, topics, rest, state)
+        wait_for_cursor(state, newest)
+        assert first.stop() == 0, first.log()[-3000:]
+
+    obstacle = state / f".{CURSOR_FILE}.tmp"
+    obstacle.mkdir()
+    market.newest = newest + 2 * MINUTE
+    with FakeHttpServer(market.respond) as rest:
+        crashing = run_rest(run_ingest, topics, rest, state)
+        for symbol in SYMBOLS:
+            crashing.wait_for_log(f"resumed {symbol} after its cursor: 2 new bar(s)", 20)
+        deadline = time.monotonic() + 20
+        while crashing.log().count("cursor not saved") < len(SYMBOLS):
+            assert time.monotonic() < deadline, crashing.log()[-3000:]
+            time.sleep(0.05)
+        crashing.kill()
+    assert saved_cursor(state) == dict.fromkeys(SYMBOLS, newest), "a failed save left the cursor as it was"
+
+    obstacle.rmdir()
+    market.newest = newest + 3 * MINUTE
+    with FakeHttpServer(market.respond) as rest:
+        third = run_rest(run_ingest, topics, rest, state)
+        for symbol in SYMBOLS:
+            third.wait_for_log(f"resumed {symbol} after its cursor: 3 new bar(s)", 20)
+        wait_for_cursor(state, newest + 3 * MINUTE)
+        assert third.stop() == 0, third.log()[-3000:]
+
+    unsaved = {newest + MINUTE, newest + 2 * MINUTE}
+    held = stamps_by_symbol(stack_settings.kafka_bootstrap, topics.bars)
+    for symbol, counts in held.items():
+        assert sorted(counts) == minutes(newest - 29 * MINUTE, newest + 3 * MINUTE), f"{symbol}: a bar is missing"
+        assert {ts for ts, n in counts.items() if n > 1} == unsaved, f"{symbol}: {counts}"
+        assert max(counts.values()) == 2
 
 
 def test_price_stream_heartbeats_and_refused_subscriptions(run_ingest, topics, stack_settings):

@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::cli::{Cli, EmitArg, KindArg, SourceCommand, SyntheticArgs};
+use crate::cli::{
+    BackfillArgs, BackfillKindArg, BackfillProvider, BinanceArgs, BinanceRestArgs, Cli, EmitArg,
+    KindArg, SourceCommand, SyntheticArgs,
+};
 use crate::emitter::Emitter;
 use crate::producer::{DeliveryCounter, KafkaSink, ProducerSettings};
 use crate::shutdown::{self, Shutdown};
 use crate::sim::{default_symbols, SimConfig};
-use crate::sources::{binance, finnhub, replay, synthetic, twelvedata};
+use crate::sources::{
+    binance, binance_backfill, binance_gaps, binance_rest, finnhub, replay, synthetic, twelvedata,
+};
 use crate::stats::Stats;
 use crate::tables::TableKind;
 use crate::topics::Topics;
@@ -57,11 +62,13 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             if args.no_trades && args.no_klines {
                 return Err("binance: --no-trades and --no-klines leave nothing to do".into());
             }
+            binance_connections(args)?;
             let mut topics = Vec::new();
             if !args.no_trades {
                 topics.push(k.trades_topic.clone());
+                topics.push(k.gaps_topic.clone());
             }
-            if !args.no_klines {
+            if !args.no_klines || args.warmup_minutes > 0 {
                 topics.push(k.bars_topic.clone());
             }
             let upper: Vec<String> = args
@@ -85,6 +92,11 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             require_env("TWELVE_DATA_API_KEY")?;
             if args.no_rest && args.no_ws {
                 return Err("twelvedata: --no-rest and --no-ws leave nothing to do".into());
+            }
+            if !args.no_rest {
+                // An unreadable cursor would mean starting over (re-sending) or guessing (skipping).
+                twelvedata::open_cursor(&cli.state_dir.join(twelvedata::CURSOR_FILE))
+                    .map_err(|err| format!("twelvedata: {err:#}"))?;
             }
             (
                 vec![k.bars_topic.clone(), k.trades_topic.clone()],
@@ -124,12 +136,69 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
             }
             (topics, set(&synthetic_symbols(args)))
         }
+        SourceCommand::Backfill(BackfillArgs {
+            provider: BackfillProvider::Binance(args),
+        }) => {
+            if args.from >= args.to {
+                return Err("backfill binance: --from must be before --to".into());
+            }
+            if !(args.progress_interval > 0.0 && args.progress_interval.is_finite()) {
+                return Err("backfill binance: --progress-interval must be positive".into());
+            }
+            // An unreadable progress file would mean starting over (re-sending) or guessing (skipping).
+            let kind = backfill_kind(args.kind);
+            crate::state::StateFile::<binance_backfill::BackfillState>::open(
+                cli.state_dir.join(binance_backfill::state_file_name(kind)),
+            )
+            .map_err(|err| format!("backfill binance: {err:#}"))?;
+            let topic = match kind {
+                binance_backfill::BackfillKind::Klines => k.bars_topic.clone(),
+                binance_backfill::BackfillKind::Trades => k.trades_topic.clone(),
+            };
+            (vec![topic], set(&upper_case(&args.symbols)))
+        }
     };
     topics.push(k.deadletter_topic.clone());
     Ok(Plan::Kafka {
         required_topics: topics,
         known_symbols: known,
     })
+}
+
+fn binance_kinds(args: &BinanceArgs) -> binance::StreamKinds {
+    binance::StreamKinds {
+        trades: !args.no_trades,
+        klines: !args.no_klines,
+    }
+}
+
+fn binance_connections(args: &BinanceArgs) -> Result<Vec<binance::ConnectionPlan>, String> {
+    binance::plan_connections(
+        &args.symbols,
+        binance_kinds(args),
+        usize::from(args.streams_per_connection),
+    )
+}
+
+fn backfill_kind(kind: BackfillKindArg) -> binance_backfill::BackfillKind {
+    match kind {
+        BackfillKindArg::Klines => binance_backfill::BackfillKind::Klines,
+        BackfillKindArg::Trades => binance_backfill::BackfillKind::Trades,
+    }
+}
+
+fn binance_rest_settings(args: &BinanceRestArgs) -> binance_rest::RestSettings {
+    binance_rest::RestSettings {
+        base_url: args.rest_url.clone(),
+        weight_per_minute: args.rest_weight_per_minute,
+        server_weight_limit: args.rest_server_weight_limit,
+        http_timeout: secs(args.rest_timeout),
+        ..binance_rest::RestSettings::default()
+    }
+}
+
+fn upper_case(symbols: &[String]) -> Vec<String> {
+    symbols.iter().map(|s| s.to_ascii_uppercase()).collect()
 }
 
 fn require_env(name: &str) -> Result<String, String> {
@@ -232,6 +301,7 @@ fn run_into_kafka(
         bars: cli.kafka.bars_topic.clone(),
         companies: cli.kafka.companies_topic.clone(),
         deadletter: cli.kafka.deadletter_topic.clone(),
+        gaps: cli.kafka.gaps_topic.clone(),
     };
     let validator = Validator::new(known_symbols, (cli.validation.max_past * 1000.0) as i64);
     let emitter = Arc::new(Emitter::new(sink.clone(), topics, validator, stats.clone()));
@@ -266,15 +336,18 @@ fn run_into_kafka(
     let flushed = sink.flush(flush_timeout);
     let totals = stats.snapshot();
     info!(
-        "stopped: produced {} (trades {}, bars {}, companies {}, dead letters {}), delivered {}, delivery failures {}, reconnects {}, payload bytes {}",
+        "stopped: produced {} (trades {}, bars {}, companies {}, dead letters {}, gap records {}), delivered {}, delivery failures {}, reconnects {}, gaps {}, repaired trades {}, payload bytes {}",
         totals.produced(),
         totals.trades,
         totals.bars,
         totals.companies,
         totals.dead_letters,
+        totals.gap_records,
         totals.delivered,
         totals.delivery_failures,
         totals.reconnects,
+        totals.gaps,
+        totals.repaired_trades,
         totals.payload_bytes
     );
     if let Some(reason) = sink.fatal_error() {
@@ -311,6 +384,7 @@ fn timing(
         heartbeat,
         backoff_initial: Duration::from_millis(connection.backoff_initial_ms),
         backoff_max: Duration::from_millis(connection.backoff_max_ms),
+        min_send_interval: Duration::ZERO,
     }
 }
 
@@ -318,27 +392,77 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
     let stats = emitter.stats().clone();
     match &cli.source {
         SourceCommand::Binance(args) => {
-            let symbols: Vec<String> = args
-                .symbols
-                .iter()
-                .map(|s| s.to_ascii_uppercase())
-                .collect();
-            let url = binance::stream_url(&args.ws_url, &symbols, !args.no_trades, !args.no_klines);
-            let endpoint = WsEndpoint {
-                name: binance::SOURCE,
-                log_url: redact_url(&url),
-                url,
-                headers: Vec::new(),
+            let connections = binance_connections(args).map_err(anyhow::Error::msg)?;
+            let url = binance::endpoint_url(&args.ws_url);
+            let timing = WsTiming {
+                min_send_interval: binance::MIN_SEND_INTERVAL,
+                ..timing(&args.connection, None)
             };
-            let mut protocol = binance::BinanceProtocol { emitter };
-            ws::run_session(
-                &endpoint,
-                &timing(&args.connection, None),
-                &mut protocol,
-                &stats,
-                &shutdown,
-            )
-            .await;
+            let count = connections.len();
+            info!(
+                "binance: {} symbol(s), {} stream(s) over {count} connection(s) of at most {} streams",
+                connections.iter().map(|c| c.symbols.len()).sum::<usize>(),
+                connections.iter().map(|c| c.streams.len()).sum::<usize>(),
+                args.streams_per_connection
+            );
+            let rest = binance_rest::BinanceRest::new(
+                binance_rest_settings(&args.rest),
+                shutdown.clone(),
+            )?;
+            if args.warmup_minutes > 0 {
+                // Before the first live bar: a new symbol's metrics start from this history, not cold.
+                let symbols: Vec<String> =
+                    connections.iter().flat_map(|c| c.symbols.clone()).collect();
+                let to_ms = crate::messages::now_ms();
+                let from_ms = to_ms - i64::from(args.warmup_minutes) * crate::messages::MINUTE_MS;
+                let options = binance_backfill::BackfillOptions {
+                    flush_timeout: secs(cli.kafka.flush_timeout),
+                    ..Default::default()
+                };
+                let summary = binance_backfill::backfill_klines(
+                    &rest, &emitter, &symbols, from_ms, to_ms, &options, &shutdown,
+                )
+                .await?;
+                info!("binance warm-up: {}", summary.line());
+            }
+            let mut sessions = tokio::task::JoinSet::new();
+            let repairs = (!args.no_trades).then(|| {
+                let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                sessions.spawn(binance_gaps::run_repairs(
+                    receiver,
+                    (!args.no_repair).then(|| rest.clone()),
+                    emitter.clone(),
+                    secs(cli.kafka.flush_timeout),
+                    shutdown.clone(),
+                ));
+                sender
+            });
+            for (index, connection) in connections.into_iter().enumerate() {
+                let name = format!("{}[{}/{count}]", binance::SOURCE, index + 1);
+                let endpoint = WsEndpoint {
+                    name: name.clone(),
+                    log_url: redact_url(&url),
+                    url: url.clone(),
+                    headers: Vec::new(),
+                };
+                // One protocol per connection: a symbol's state lives where its frames arrive.
+                let mut protocol =
+                    binance::BinanceProtocol::new(emitter.clone(), connection.symbols)
+                        .with_kinds(binance_kinds(args))
+                        .with_label(name)
+                        .with_gap_tracking(repairs.clone());
+                let (timing, stats, shutdown) = (timing.clone(), stats.clone(), shutdown.clone());
+                let dial_delay = binance::DIAL_STAGGER * index as u32;
+                // Spawned, not joined in place: each connection parses its frames on its own worker thread.
+                sessions.spawn(async move {
+                    if shutdown.sleep(dial_delay).await {
+                        ws::run_session(&endpoint, &timing, &mut protocol, &stats, &shutdown).await;
+                    }
+                });
+            }
+            while let Some(ended) = sessions.join_next().await {
+                ended.map_err(|err| anyhow::anyhow!("a binance connection failed: {err}"))?;
+            }
             Ok(())
         }
         SourceCommand::Finnhub(args) => {
@@ -351,7 +475,7 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
                 crate::sources::finnhub::encode_query(&key)
             );
             let endpoint = WsEndpoint {
-                name: finnhub::SOURCE,
+                name: finnhub::SOURCE.to_string(),
                 log_url: redact_url(&url),
                 url,
                 headers: Vec::new(),
@@ -393,7 +517,7 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
             let key = require_env("TWELVE_DATA_API_KEY").map_err(anyhow::Error::msg)?;
             let url = format!("{}/v1/quotes/price", args.ws_url.trim_end_matches('/'));
             let endpoint = WsEndpoint {
-                name: twelvedata::SOURCE,
+                name: twelvedata::SOURCE.to_string(),
                 log_url: redact_url(&url),
                 url,
                 headers: vec![("authorization", format!("apikey {key}"))],
@@ -428,6 +552,8 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
                     poll_interval: secs(args.poll_interval),
                     per_minute: args.rate_limit_per_minute,
                     http_timeout: secs(args.connection.connect_timeout),
+                    cursor_path: cli.state_dir.join(twelvedata::CURSOR_FILE),
+                    flush_timeout: secs(cli.kafka.flush_timeout),
                 };
                 // Losing the REST side must not stop the price stream.
                 if let Err(err) =
@@ -481,6 +607,45 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
                 synthetic::run_to_kafka(settings, emitter, shutdown)
             })
             .await?
+        }
+        SourceCommand::Backfill(BackfillArgs {
+            provider: BackfillProvider::Binance(args),
+        }) => {
+            let client = binance_rest::BinanceRest::new(
+                binance_rest_settings(&args.rest),
+                shutdown.clone(),
+            )?;
+            let kind = backfill_kind(args.kind);
+            let symbols = upper_case(&args.symbols);
+            let options = binance_backfill::BackfillOptions {
+                limit: args.limit,
+                state_path: Some(cli.state_dir.join(binance_backfill::state_file_name(kind))),
+                progress_interval: secs(args.progress_interval),
+                flush_timeout: secs(cli.kafka.flush_timeout),
+            };
+            let (from, to) = (args.from, args.to);
+            let summary = match kind {
+                binance_backfill::BackfillKind::Klines => {
+                    binance_backfill::backfill_klines(
+                        &client, &emitter, &symbols, from, to, &options, &shutdown,
+                    )
+                    .await?
+                }
+                binance_backfill::BackfillKind::Trades => {
+                    binance_backfill::backfill_trades(
+                        &client, &emitter, &symbols, from, to, &options, &shutdown,
+                    )
+                    .await?
+                }
+            };
+            if summary.dropped.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "binance backfill incomplete: {} symbol(s) dropped",
+                    summary.dropped.len()
+                ))
+            }
         }
     }
 }

@@ -14,10 +14,14 @@ Environment:
                         as ?token= (Finnhub's only way), and that URL is only ever logged redacted.
   TWELVE_DATA_API_KEY   twelvedata: required. Sent as the header `Authorization: apikey <key>`.
   BINANCE_API_KEY       binance: optional and unused (market data streams are public).
+  SPARKTRENDS_INGEST_STATE_DIR
+                        directory of the sources' durable state: REST cursors, backfill progress (default
+                        .sparktrends-ingest-state; --state-dir overrides). Two runs of one source need two.
   RUST_LOG              log filter (default info), e.g. RUST_LOG=debug
 
-Exit codes: 0 after a clean stop (SIGINT/SIGTERM or a finished replay), 1 on a runtime error or incomplete
-flush, 2 on bad configuration or when Kafka is unreachable at start.";
+Exit codes: 0 after a clean stop (SIGINT/SIGTERM, a finished replay or backfill), 1 on a runtime error or
+incomplete flush (or a backfill that had to drop a symbol), 2 on bad configuration or when Kafka is unreachable
+at start.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,11 +40,22 @@ pub struct Cli {
     /// Seconds between rate lines (messages/s, totals, dead letters, reconnects).
     #[arg(long, global = true, default_value_t = 5.0, value_name = "SECONDS")]
     pub stats_interval: f64,
+    /// Directory of the sources' durable state (REST cursors, backfill progress), so a restart neither
+    /// re-sends nor skips.
+    #[arg(
+        long,
+        global = true,
+        env = "SPARKTRENDS_INGEST_STATE_DIR",
+        default_value = ".sparktrends-ingest-state",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SourceCommand {
-    /// Binance public combined stream: trades and closed 1-minute klines (no key needed).
+    /// Binance public market streams: trades and closed 1-minute klines (no key needed), over as many
+    /// connections as the symbols need.
     #[command(after_help = ENVIRONMENT)]
     Binance(BinanceArgs),
     /// Finnhub WebSocket trades and REST company profiles (needs FINNHUB_API_KEY).
@@ -55,6 +70,12 @@ pub enum SourceCommand {
     /// Seeded synthetic market with labelled injected anomalies, into Kafka or into files.
     #[command(after_help = ENVIRONMENT)]
     Synthetic(SyntheticArgs),
+    /// History from a provider's REST API into the topics, resumable (progress in --state-dir).
+    ///
+    /// A rerun of the same command continues where the saved progress says; `backfill <provider> --help` has
+    /// the details.
+    #[command(after_help = ENVIRONMENT)]
+    Backfill(BackfillArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +101,9 @@ pub struct KafkaArgs {
     /// Dead-letter topic for refused input.
     #[arg(long, global = true, default_value_t = topics::contract_defaults().deadletter)]
     pub deadletter_topic: String,
+    /// Gaps topic: trades a feed missed and what their repair did.
+    #[arg(long, global = true, default_value_t = topics::contract_defaults().gaps)]
+    pub gaps_topic: String,
     /// Seconds to wait for broker metadata at start before giving up (exit 2).
     #[arg(long, global = true, default_value_t = 10.0, value_name = "SECONDS")]
     pub kafka_connect_timeout: f64,
@@ -155,7 +179,8 @@ pub struct BinanceArgs {
     /// Symbols, comma-separated, any case (btcusdt,ethusdt); messages carry them upper-case.
     #[arg(long, value_delimiter = ',', required = true)]
     pub symbols: Vec<String>,
-    /// WebSocket base URL; /stream?streams=... is appended.
+    /// WebSocket base URL; /stream is appended, and each connection subscribes to its streams with SUBSCRIBE
+    /// requests (200 streams each, at most one message every 400 ms: Binance allows 5 a second).
     #[arg(long, default_value = "wss://stream.binance.com:9443")]
     pub ws_url: String,
     /// Do not subscribe to <symbol>@trade.
@@ -164,6 +189,20 @@ pub struct BinanceArgs {
     /// Do not subscribe to <symbol>@kline_1m.
     #[arg(long)]
     pub no_klines: bool,
+    /// Most streams on one connection (Binance allows 1024). Symbols are spread evenly over as few connections
+    /// as fit, a symbol's two streams always on the same one; connections are dialled 1 s apart.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub streams_per_connection: u16,
+    /// Do not repair gaps (skipped trade ids, reconnects) from the REST API; they are still detected and put
+    /// on the gaps topic as unrepairable.
+    #[arg(long)]
+    pub no_repair: bool,
+    /// Before the first connection, load this many minutes of closed 1-minute klines per symbol (bars topic), so
+    /// a new symbol's metrics and anomaly baselines do not start cold.
+    #[arg(long, default_value_t = 0, value_name = "MINUTES")]
+    pub warmup_minutes: u32,
+    #[command(flatten)]
+    pub rest: BinanceRestArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -320,6 +359,79 @@ pub struct SyntheticArgs {
     pub trades_out: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(subcommand)]
+    pub provider: BackfillProvider,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackfillProvider {
+    /// Binance public REST (no key): closed 1-minute klines or trades of [--from, --to).
+    ///
+    /// Every closed kline goes to the bars topic, every trade to the trades topic; symbols take turns, within
+    /// the request-weight budget. Progress per symbol is in
+    /// <state-dir>/backfill-binance-<kind>.json, saved once Kafka acknowledged what it covers: after a crash the
+    /// same command re-sends at most the pages sent since the last save and skips nothing; another range for a
+    /// symbol starts that symbol over. The part of the range still in the future is left for a later run.
+    #[command(after_help = ENVIRONMENT)]
+    Binance(BinanceBackfillArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BackfillKindArg {
+    /// Closed 1-minute klines into the bars topic (/api/v3/klines, weight 2 per 1000).
+    Klines,
+    /// Every trade into the trades topic (/api/v3/historicalTrades, weight 25 per 1000).
+    Trades,
+}
+
+#[derive(Debug, Args)]
+pub struct BinanceBackfillArgs {
+    /// Symbols, comma-separated, any case (btcusdt,ethusdt); messages carry them upper-case.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub symbols: Vec<String>,
+    /// Start of the range (inclusive): RFC 3339 (2024-01-02T00:00:00Z) or epoch milliseconds.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: i64,
+    /// End of the range (exclusive): RFC 3339 or epoch milliseconds.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: i64,
+    /// What to backfill.
+    #[arg(long, value_enum, default_value_t = BackfillKindArg::Klines)]
+    pub kind: BackfillKindArg,
+    /// Rows per request (Binance serves at most 1000; the weight is the same for any number).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Seconds between progress lines (done/total, percent, rate, ETA, request weight used).
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub progress_interval: f64,
+    #[command(flatten)]
+    pub rest: BinanceRestArgs,
+}
+
+/// Binance REST settings, shared by every source that calls Binance's REST API.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Binance REST")]
+pub struct BinanceRestArgs {
+    /// REST base URL (public market data, no key).
+    #[arg(long, default_value = crate::sources::binance_rest::DEFAULT_REST_URL)]
+    pub rest_url: String,
+    /// Request weight this process spends per minute at most, over all its requests (half of Binance's 6000
+    /// per IP by default, so a live feed and a backfill on one IP stay clear of it together).
+    #[arg(long, default_value_t = crate::sources::binance_rest::DEFAULT_WEIGHT_PER_MINUTE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rest_weight_per_minute: u32,
+    /// Binance's request-weight limit per minute for this IP: when the server's count (X-MBX-USED-WEIGHT-1M,
+    /// other clients on the IP included) reaches 90% of it, requests wait for the next minute.
+    #[arg(long, default_value_t = crate::sources::binance_rest::SERVER_WEIGHT_LIMIT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rest_server_weight_limit: u32,
+    /// Timeout of one REST request.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub rest_timeout: f64,
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -337,10 +449,78 @@ pub fn parse_start(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("--start {text:?}: neither RFC 3339 nor epoch milliseconds ({e})"))
 }
 
+/// A point in time: RFC 3339 or epoch milliseconds.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("neither RFC 3339 nor epoch milliseconds ({e})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn backfill_takes_a_provider_a_range_and_the_rest_budget() {
+        let cli = Cli::try_parse_from([
+            "sparktrends-ingest",
+            "backfill",
+            "binance",
+            "--symbols",
+            "btcusdt,ETHUSDT",
+            "--from",
+            "2024-01-01T00:00:00Z",
+            "--to",
+            "1704070800000",
+            "--bars-topic",
+            "b.x",
+        ])
+        .unwrap();
+        assert_eq!(cli.kafka.bars_topic, "b.x");
+        let SourceCommand::Backfill(BackfillArgs {
+            provider: BackfillProvider::Binance(args),
+        }) = cli.source
+        else {
+            panic!("backfill binance expected")
+        };
+        assert_eq!(args.symbols, vec!["btcusdt", "ETHUSDT"]);
+        assert_eq!((args.from, args.to), (1_704_067_200_000, 1_704_070_800_000));
+        assert_eq!(args.kind, BackfillKindArg::Klines);
+        assert_eq!(args.limit, 1000);
+        assert_eq!(args.rest.rest_url, "https://data-api.binance.vision");
+        assert_eq!(args.rest.rest_weight_per_minute, 3000);
+        let bad = |extra: &[&str]| {
+            let mut argv = vec![
+                "sparktrends-ingest",
+                "backfill",
+                "binance",
+                "--symbols",
+                "x",
+                "--from",
+                "0",
+                "--to",
+                "1",
+            ];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).is_err()
+        };
+        assert!(bad(&["--limit", "1001"]));
+        assert!(bad(&["--rest-weight-per-minute", "0"]));
+        assert!(bad(&["--kind", "quotes"]));
+        assert!(!bad(&["--kind", "trades"]));
+        assert!(Cli::try_parse_from([
+            "sparktrends-ingest",
+            "backfill",
+            "binance",
+            "--from",
+            "yesterday"
+        ])
+        .is_err());
+    }
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -366,7 +546,26 @@ mod tests {
             panic!("binance expected")
         };
         assert_eq!(args.symbols, vec!["btcusdt", "ethusdt"]);
+        assert_eq!(args.streams_per_connection, 1024);
         assert_eq!(cli.kafka.bars_topic, "market.bars.1m.v1");
+    }
+
+    #[test]
+    fn streams_per_connection_stays_within_binances_limit() {
+        let parse = |value: &str| {
+            Cli::try_parse_from([
+                "sparktrends-ingest",
+                "binance",
+                "--symbols",
+                "btcusdt",
+                "--streams-per-connection",
+                value,
+            ])
+        };
+        assert!(parse("1").is_ok());
+        assert!(parse("1024").is_ok());
+        assert!(parse("0").is_err());
+        assert!(parse("1025").is_err());
     }
 
     #[test]
@@ -380,6 +579,24 @@ mod tests {
         ] {
             assert!(help.contains(name), "{name} missing from --help");
         }
+    }
+
+    #[test]
+    fn state_dir_is_global_with_a_default() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["sparktrends-ingest", "twelvedata", "--symbols", "AAPL"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap().state_dir
+        };
+        if std::env::var_os("SPARKTRENDS_INGEST_STATE_DIR").is_none() {
+            assert_eq!(parse(&[]), PathBuf::from(".sparktrends-ingest-state"));
+        }
+        assert_eq!(
+            parse(&["--state-dir", "/var/lib/x"]),
+            PathBuf::from("/var/lib/x")
+        );
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("SPARKTRENDS_INGEST_STATE_DIR"));
     }
 
     #[test]

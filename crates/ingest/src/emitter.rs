@@ -9,7 +9,9 @@ use serde::Serialize;
 use sparktrends_contract::Reject;
 use tracing::warn;
 
-use crate::messages::{derived_trade_id, now_ms, Bar, Company, DeadLetter, RejectCode, Trade};
+use crate::messages::{
+    derived_trade_id, now_ms, Bar, Company, DeadLetter, Gap, GapOutcome, RejectCode, Trade,
+};
 use crate::sink::Sink;
 use crate::stats::Stats;
 use crate::topics::Topics;
@@ -95,6 +97,18 @@ impl Emitter {
             ),
             Err(reject) => self.refuse(&company.source, &reject, raw, company),
         }
+    }
+
+    /// A gap in a feed and what its repair did: onto the gaps topic, keyed by symbol, counted in the rate line.
+    pub fn gap(&self, gap: &Gap) -> bool {
+        if gap.outcome != GapOutcome::Empty {
+            Stats::bump(&self.stats.gaps);
+        }
+        self.stats.repaired_trades.fetch_add(
+            gap.repaired_trades.max(0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.send(&self.topics.gaps, &gap.symbol, gap, &self.stats.gap_records)
     }
 
     /// A payload that never became a message: a malformed frame, a provider error, a failed request.

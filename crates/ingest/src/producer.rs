@@ -111,26 +111,35 @@ impl KafkaSink {
         let producer: ThreadedProducer<DeliveryCounter> = config
             .create_with_context(context)
             .context("cannot create the Kafka producer")?;
-        let metadata = producer
-            .client()
-            .fetch_metadata(None, settings.connect_timeout)
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "Kafka at {} is unreachable (no metadata within {:?}): {err}",
-                    settings.bootstrap,
-                    settings.connect_timeout
-                )
-            })?;
-        let missing: Vec<&str> = required_topics
-            .iter()
-            .copied()
-            .filter(|name| {
-                !metadata
-                    .topics()
-                    .iter()
-                    .any(|t| t.name() == *name && t.error().is_none())
-            })
-            .collect();
+        // A topic created a moment ago may still report an error (no partition leader yet): ask again until
+        // the connect timeout before calling it missing.
+        let deadline = std::time::Instant::now() + settings.connect_timeout;
+        let (metadata, missing) = loop {
+            let metadata = producer
+                .client()
+                .fetch_metadata(None, settings.connect_timeout)
+                .map_err(|err| {
+                    anyhow::anyhow!(
+                        "Kafka at {} is unreachable (no metadata within {:?}): {err}",
+                        settings.bootstrap,
+                        settings.connect_timeout
+                    )
+                })?;
+            let missing: Vec<&str> = required_topics
+                .iter()
+                .copied()
+                .filter(|name| {
+                    !metadata
+                        .topics()
+                        .iter()
+                        .any(|t| t.name() == *name && t.error().is_none())
+                })
+                .collect();
+            if missing.is_empty() || std::time::Instant::now() >= deadline {
+                break (metadata, missing);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         if !missing.is_empty() {
             bail!(
                 "Kafka at {} has no topic {} (create it first)",

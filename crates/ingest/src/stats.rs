@@ -16,6 +16,11 @@ pub struct Stats {
     pub companies: AtomicU64,
     pub dead_letters: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Gaps in a feed (skipped trade ids, reconnects that missed trades) and the trades their repair sent.
+    pub gaps: AtomicU64,
+    pub repaired_trades: AtomicU64,
+    /// Messages on the gaps topic (a reconnect that missed nothing is recorded too, but is no gap).
+    pub gap_records: AtomicU64,
     /// Acknowledged by the broker (all in-sync replicas).
     pub delivered: AtomicU64,
     pub delivery_failures: AtomicU64,
@@ -32,6 +37,9 @@ pub struct Snapshot {
     pub companies: u64,
     pub dead_letters: u64,
     pub reconnects: u64,
+    pub gaps: u64,
+    pub repaired_trades: u64,
+    pub gap_records: u64,
     pub delivered: u64,
     pub delivery_failures: u64,
     pub payload_bytes: u64,
@@ -40,7 +48,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Everything handed to the producer: accepted messages and dead letters.
     pub fn produced(&self) -> u64 {
-        self.trades + self.bars + self.companies + self.dead_letters
+        self.trades + self.bars + self.companies + self.dead_letters + self.gap_records
     }
 }
 
@@ -70,6 +78,9 @@ impl Stats {
             companies: load(&self.companies),
             dead_letters: load(&self.dead_letters),
             reconnects: load(&self.reconnects),
+            gaps: load(&self.gaps),
+            repaired_trades: load(&self.repaired_trades),
+            gap_records: load(&self.gap_records),
             delivered: load(&self.delivered),
             delivery_failures: load(&self.delivery_failures),
             payload_bytes: load(&self.payload_bytes),
@@ -83,12 +94,14 @@ pub fn rate_line(previous: &Snapshot, current: &Snapshot, elapsed: Duration) -> 
     let rate = (current.produced() - previous.produced()) as f64 / seconds;
     format!(
         "rate {rate:.0} msg/s; totals: trades {} bars {} companies {} dead letters {} reconnects {} \
-         delivered {} delivery failures {}",
+         gaps {} repaired trades {} delivered {} delivery failures {}",
         current.trades,
         current.bars,
         current.companies,
         current.dead_letters,
         current.reconnects,
+        current.gaps,
+        current.repaired_trades,
         current.delivered,
         current.delivery_failures
     )

@@ -12,6 +12,7 @@ pub struct Topics {
     pub bars: String,
     pub companies: String,
     pub deadletter: String,
+    pub gaps: String,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +42,7 @@ pub fn contract_defaults() -> Topics {
         bars: find("market.bars.1m."),
         companies: find("reference.companies."),
         deadletter: find("market.deadletter."),
+        gaps: find("market.gaps."),
     }
 }
 
@@ -55,5 +57,6 @@ mod tests {
         assert_eq!(topics.bars, "market.bars.1m.v1");
         assert_eq!(topics.companies, "reference.companies.v1");
         assert_eq!(topics.deadletter, "market.deadletter.v1");
+        assert_eq!(topics.gaps, "market.gaps.v1");
     }
 }

@@ -2,6 +2,9 @@
 //! [`crate::emitter::Emitter`].
 
 pub mod binance;
+pub mod binance_backfill;
+pub mod binance_gaps;
+pub mod binance_rest;
 pub mod finnhub;
 pub mod replay;
 pub mod synthetic;

@@ -1,17 +1,26 @@
-//! Twelve Data: REST `time_series` 1-minute bars (backfill at start, then incremental polls within the plan's
-//! per-minute limit, never re-sending a bar: the last sent bar time is tracked per symbol) and the WebSocket
-//! price stream (`/v1/quotes/price`). A price event is not a trade: it is the latest price, sampled, and one
-//! event can stand for several executions. It becomes a `tick` on the trades topic (contract: trade_kinds)
-//! whose size is the increase of the event's `day_volume` since the symbol's previous event (0 when the
-//! provider sends no day volume, for the first event, and when the day's count restarts). The key travels in the
-//! `Authorization: apikey <key>` header. Errors arrive as HTTP 200 `{"status":"error","code":..}` and are
-//! treated as errors (dead-lettered and retried by code), never as an empty series.
+//! Twelve Data: REST `time_series` 1-minute bars and the WebSocket price stream (`/v1/quotes/price`).
+//!
+//! REST: a symbol without a cursor is backfilled (`--backfill-bars`), then polled within the plan's per-minute
+//! limit for the minutes since its newest bar sent, so no bar is sent twice. The newest bar Kafka acknowledged
+//! per symbol is the cursor, saved in `<state dir>/twelvedata-rest-cursor.json` only after a flush confirmed the
+//! bars it covers, so a restart resumes after it: no second backfill, no minute skipped (as far back as one
+//! request of at most 5000 bars reaches; a longer outage is logged as a gap). A crash between a send and the
+//! save re-sends at most the bars sent since the last save.
+//!
+//! A price event is not a trade: it is the latest price, sampled, and one event can stand for several
+//! executions. It becomes a `tick` on the trades topic (contract: trade_kinds) whose size is the increase of
+//! the event's `day_volume` since the symbol's previous event (0 when the provider sends no day volume, for the
+//! first event, and when the day's count restarts). The key travels in the `Authorization: apikey <key>`
+//! header. Errors arrive as HTTP 200 `{"status":"error","code":..}` and are treated as errors (dead-lettered
+//! and retried by code), never as an empty series.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,6 +31,7 @@ use crate::http::{self, HttpOutcome, Pacer};
 use crate::messages::{now_ms, Bar, RejectCode, Source, Trade, TradeKind, MINUTE_MS};
 use crate::shutdown::Shutdown;
 use crate::sources::finnhub::encode_query;
+use crate::state::StateFile;
 use crate::validation::TimeCheck;
 use crate::ws::WsProtocol;
 
@@ -177,6 +187,176 @@ pub fn outputsize(last_sent: Option<i64>, backfill: usize, now_ms: i64) -> usize
     }
 }
 
+/// The REST cursor's file in `--state-dir`.
+pub const CURSOR_FILE: &str = "twelvedata-rest-cursor.json";
+
+/// Newest bar time (UTC ms) per symbol; sorted, so the file reads in symbol order.
+pub type Cursor = BTreeMap<String, i64>;
+
+pub fn open_cursor(path: &Path) -> anyhow::Result<StateFile<Cursor>> {
+    StateFile::open(path)
+}
+
+/// The log line's part about a loaded cursor: how many symbols, and the one furthest behind.
+pub fn describe_cursor(cursor: &Cursor) -> Option<String> {
+    let (symbol, oldest) = cursor.iter().min_by_key(|(_, ts_ms)| **ts_ms)?;
+    Some(format!(
+        "{} symbol(s), the oldest {symbol} at {}",
+        cursor.len(),
+        utc(*oldest)
+    ))
+}
+
+fn utc(ts_ms: i64) -> String {
+    DateTime::from_timestamp_millis(ts_ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ts_ms} ms"))
+}
+
+/// A full answer (as many values as asked for) whose oldest bar is more than a minute after the symbol's last
+/// one may have left bars out: they did not fit in one request. Returns (last bar sent, oldest bar received).
+pub fn uncovered_gap(
+    received: &[Bar],
+    requested: usize,
+    last_sent: Option<i64>,
+) -> Option<(i64, i64)> {
+    let last = last_sent?;
+    let oldest = received.first()?.ts_ms;
+    (received.len() >= requested && oldest > last + MINUTE_MS).then_some((last, oldest))
+}
+
+/// What a flush meant for the bars sent since the cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// No bar was waiting for Kafka.
+    Idle,
+    /// Kafka holds every bar sent: the cursor moved up to them and is to be saved.
+    Acknowledged,
+    /// The flush did not finish: the bars may still arrive, so the cursor stays where it was.
+    Pending,
+    /// A delivery failed, maybe one of the bars: the next polls fetch and send again from the cursor.
+    Rewound,
+}
+
+/// Per symbol, the newest bar handed to the producer (where the next poll continues) and the newest one Kafka
+/// acknowledged (the cursor, the only one saved), so the saved cursor never runs ahead of Kafka.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    sent: Cursor,
+    delivered: Cursor,
+    /// The producer's delivery failure count when the first bar not yet acknowledged was sent.
+    failures_before: u64,
+}
+
+impl Progress {
+    pub fn new(delivered: Cursor) -> Self {
+        Self {
+            sent: delivered.clone(),
+            delivered,
+            failures_before: 0,
+        }
+    }
+
+    pub fn last_sent(&self, symbol: &str) -> Option<i64> {
+        self.sent.get(symbol).copied()
+    }
+
+    pub fn delivered(&self) -> &Cursor {
+        &self.delivered
+    }
+
+    pub fn unacknowledged(&self) -> bool {
+        self.sent != self.delivered
+    }
+
+    /// `delivery_failures` is the producer's count read before these bars were sent: failures before them
+    /// are someone else's.
+    pub fn record_sent(&mut self, symbol: &str, newest_ts_ms: i64, delivery_failures: u64) {
+        if !self.unacknowledged() {
+            self.failures_before = delivery_failures;
+        }
+        self.sent.insert(symbol.to_string(), newest_ts_ms);
+    }
+
+    /// `flushed`: Kafka acknowledged or refused everything queued so far; `delivery_failures`: the producer's
+    /// count now. A flush succeeds even when a message failed, so only an unchanged count proves delivery.
+    pub fn settle(&mut self, flushed: bool, delivery_failures: u64) -> Settlement {
+        if !self.unacknowledged() {
+            return Settlement::Idle;
+        }
+        if delivery_failures != self.failures_before {
+            // Which message failed is unknown: re-sending every unacknowledged bar duplicates some, skips none.
+            self.sent = self.delivered.clone();
+            return Settlement::Rewound;
+        }
+        if !flushed {
+            return Settlement::Pending;
+        }
+        self.delivered = self.sent.clone();
+        Settlement::Acknowledged
+    }
+}
+
+/// `Progress` and its file.
+struct RestCursor {
+    file: StateFile<Cursor>,
+    progress: Progress,
+    /// A save failed: the file is behind `progress.delivered()` until the next save succeeds.
+    unsaved: bool,
+}
+
+impl RestCursor {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = open_cursor(path)?;
+        if let Some(summary) = describe_cursor(file.get()) {
+            info!(
+                "twelvedata: resuming from the cursor in {}: {summary}",
+                path.display()
+            );
+        }
+        let progress = Progress::new(file.get().clone());
+        Ok(Self {
+            file,
+            progress,
+            unsaved: false,
+        })
+    }
+
+    /// Waits until Kafka holds the bars sent since the last save, then saves the cursor that covers them.
+    async fn settle(&mut self, emitter: &Emitter, flush_timeout: Duration) {
+        if self.progress.unacknowledged() {
+            let flushed = match emitter.flush(flush_timeout).await {
+                Ok(()) => true,
+                Err(err) => {
+                    warn!("twelvedata: cursor kept until the bars are acknowledged: {err:#}");
+                    false
+                }
+            };
+            // librdkafka releases a message only after its delivery callback ran: a failure is counted by now.
+            match self.progress.settle(flushed, delivery_failures(emitter)) {
+                Settlement::Acknowledged => self.unsaved = true,
+                Settlement::Rewound => warn!(
+                    "twelvedata: a delivery failed; the bars since the cursor are fetched and sent again"
+                ),
+                Settlement::Idle | Settlement::Pending => {}
+            }
+        }
+        if self.unsaved {
+            *self.file.get_mut() = self.progress.delivered().clone();
+            match self.file.save() {
+                Ok(()) => self.unsaved = false,
+                Err(err) => warn!(
+                    "twelvedata: cursor not saved ({err:#}); a restart sends the bars since the last save again"
+                ),
+            }
+        }
+    }
+}
+
+fn delivery_failures(emitter: &Emitter) -> u64 {
+    emitter.stats().delivery_failures.load(Ordering::Relaxed)
+}
+
 pub struct RestSettings {
     pub rest_url: String,
     pub api_key: String,
@@ -185,6 +365,10 @@ pub struct RestSettings {
     pub poll_interval: Duration,
     pub per_minute: f64,
     pub http_timeout: Duration,
+    /// `<state dir>/CURSOR_FILE`
+    pub cursor_path: PathBuf,
+    /// How long to wait for Kafka's acknowledgement before the cursor may move.
+    pub flush_timeout: Duration,
 }
 
 pub async fn run_rest(
@@ -192,21 +376,34 @@ pub async fn run_rest(
     emitter: Arc<Emitter>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let mut cursor = RestCursor::open(&settings.cursor_path)?;
+    let outcome = poll_rest(&settings, &emitter, &shutdown, &mut cursor).await;
+    // The last poll's bars are acknowledged by now or soon: saving them spares a restart sending them again.
+    cursor.settle(&emitter, settings.flush_timeout).await;
+    outcome
+}
+
+async fn poll_rest(
+    settings: &RestSettings,
+    emitter: &Emitter,
+    shutdown: &Shutdown,
+    cursor: &mut RestCursor,
+) -> anyhow::Result<()> {
     let client = http::client(settings.http_timeout)?;
     let mut pacer = Pacer::per_minute(settings.per_minute);
     let base = settings.rest_url.trim_end_matches('/');
     let authorization = format!("apikey {}", settings.api_key);
-    let mut last_sent: HashMap<String, i64> = HashMap::new();
+    let mut fetched: HashSet<String> = HashSet::new();
     let mut active: Vec<String> = settings.symbols.clone();
     while !active.is_empty() {
         let round_start = tokio::time::Instant::now();
         let mut index = 0;
         while index < active.len() {
-            if !pacer.acquire(&shutdown).await {
+            if !pacer.acquire(shutdown).await {
                 return Ok(());
             }
             let symbol = active[index].clone();
-            let previous = last_sent.get(&symbol).copied();
+            let previous = cursor.progress.last_sent(&symbol);
             let size = outputsize(previous, settings.backfill_bars, now_ms());
             let url = format!(
                 "{base}/time_series?symbol={}&interval=1min&outputsize={size}",
@@ -246,9 +443,19 @@ pub async fn run_rest(
             };
             match parse_time_series(&symbol, &body) {
                 Ok(bars) => {
+                    if let Some((last, oldest)) = uncovered_gap(&bars, size, previous) {
+                        warn!(
+                            "twelvedata: {symbol}: bars after {} and before {} not fetched: more than {size} since the last one sent",
+                            utc(last),
+                            utc(oldest)
+                        );
+                    }
+                    let failures = delivery_failures(emitter);
                     let fresh = unsent_closed_bars(bars, previous, now_ms());
-                    // The first fetch is the backfill: history on purpose, exempt from the time window.
-                    let time = if previous.is_none() {
+                    let first_fetch = fetched.insert(symbol.clone());
+                    // A backfill, and the catch-up after a restart, are history on purpose: exempt from the
+                    // time window, or a restart after a long weekend would dead-letter Friday's bars.
+                    let time = if previous.is_none() || first_fetch {
                         TimeCheck::Exempt
                     } else {
                         TimeCheck::Live
@@ -257,11 +464,19 @@ pub async fn run_rest(
                         emitter.bar(bar, None, time);
                     }
                     if let Some(newest) = fresh.last() {
-                        last_sent.insert(symbol.clone(), newest.ts_ms);
+                        cursor.progress.record_sent(&symbol, newest.ts_ms, failures);
                     }
-                    if previous.is_none() {
-                        info!("twelvedata: backfilled {} bar(s) for {symbol}", fresh.len());
+                    match (previous, first_fetch) {
+                        (None, _) => {
+                            info!("twelvedata: backfilled {} bar(s) for {symbol}", fresh.len())
+                        }
+                        (Some(_), true) => info!(
+                            "twelvedata: resumed {symbol} after its cursor: {} new bar(s)",
+                            fresh.len()
+                        ),
+                        (Some(_), false) => {}
                     }
+                    cursor.settle(emitter, settings.flush_timeout).await;
                     index += 1;
                 }
                 Err(err) => {
@@ -574,6 +789,116 @@ mod tests {
         assert_eq!(outputsize(None, 99_999, 0), MAX_OUTPUTSIZE);
         assert_eq!(outputsize(Some(0), 390, 5 * MINUTE_MS), 7);
         assert_eq!(outputsize(Some(0), 390, 0), 2);
+    }
+
+    fn cursor(entries: &[(&str, i64)]) -> Cursor {
+        entries.iter().map(|(s, ts)| (s.to_string(), *ts)).collect()
+    }
+
+    #[test]
+    fn a_loaded_cursor_resumes_after_its_bar_with_an_outputsize_covering_the_gap() {
+        let bars = parse_time_series("AAPL", SERIES).unwrap();
+        let first = bars[0].ts_ms;
+        let progress = Progress::new(cursor(&[("AAPL", first)]));
+        let previous = progress.last_sent("AAPL");
+        let now = first + 10 * MINUTE_MS;
+        assert_eq!(outputsize(previous, 390, now), 12, "not a second backfill");
+        let fresh = unsent_closed_bars(bars, previous, now);
+        assert_eq!(
+            fresh.iter().map(|b| b.ts_ms).collect::<Vec<_>>(),
+            [first + MINUTE_MS]
+        );
+        assert_eq!(progress.last_sent("MSFT"), None, "no cursor: backfill");
+        assert!(!progress.unacknowledged());
+    }
+
+    #[test]
+    fn the_cursor_moves_only_once_kafka_acknowledged_every_bar() {
+        let mut progress = Progress::new(cursor(&[("AAPL", 1_000)]));
+        assert_eq!(progress.settle(true, 0), Settlement::Idle);
+        progress.record_sent("AAPL", 2_000, 0);
+        progress.record_sent("MSFT", 5_000, 0);
+        assert!(progress.unacknowledged());
+        // A flush that timed out: the bars may still arrive; the next poll continues after them.
+        assert_eq!(progress.settle(false, 0), Settlement::Pending);
+        assert_eq!(progress.delivered(), &cursor(&[("AAPL", 1_000)]));
+        assert_eq!(progress.last_sent("AAPL"), Some(2_000));
+        assert_eq!(progress.settle(true, 0), Settlement::Acknowledged);
+        assert_eq!(
+            progress.delivered(),
+            &cursor(&[("AAPL", 2_000), ("MSFT", 5_000)])
+        );
+        assert!(!progress.unacknowledged());
+    }
+
+    #[test]
+    fn a_failed_delivery_rewinds_to_the_cursor_and_older_failures_do_not() {
+        let mut progress = Progress::new(cursor(&[("AAPL", 1_000)]));
+        // Three failures before these bars were sent (a tick, say): not theirs.
+        progress.record_sent("AAPL", 2_000, 3);
+        assert_eq!(progress.settle(true, 3), Settlement::Acknowledged);
+
+        progress.record_sent("AAPL", 3_000, 3);
+        progress.record_sent("MSFT", 5_000, 3);
+        // The flush returned, but a message failed: which one is unknown, so every unacknowledged bar is
+        // fetched again (MSFT, never acknowledged, is backfilled again).
+        assert_eq!(progress.settle(true, 4), Settlement::Rewound);
+        assert_eq!(progress.delivered(), &cursor(&[("AAPL", 2_000)]));
+        assert_eq!(progress.last_sent("AAPL"), Some(2_000));
+        assert_eq!(progress.last_sent("MSFT"), None);
+        assert!(!progress.unacknowledged());
+
+        // After the rewind the count of 4 is the new baseline.
+        progress.record_sent("AAPL", 3_000, 4);
+        assert_eq!(progress.settle(true, 4), Settlement::Acknowledged);
+        assert_eq!(progress.delivered(), &cursor(&[("AAPL", 3_000)]));
+    }
+
+    #[test]
+    fn a_failure_while_the_flush_is_pending_rewinds_too() {
+        let mut progress = Progress::new(Cursor::new());
+        progress.record_sent("AAPL", 2_000, 0);
+        assert_eq!(progress.settle(false, 0), Settlement::Pending);
+        progress.record_sent("AAPL", 3_000, 0);
+        assert_eq!(progress.settle(false, 1), Settlement::Rewound);
+        assert_eq!(progress.last_sent("AAPL"), None);
+    }
+
+    #[test]
+    fn cursor_survives_a_save_and_is_described_by_its_oldest_symbol() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CURSOR_FILE);
+        let mut file = open_cursor(&path).unwrap();
+        assert!(file.get().is_empty());
+        assert_eq!(describe_cursor(file.get()), None);
+        *file.get_mut() = cursor(&[("AAPL", 1_704_229_140_000), ("EUR/USD", 1_704_229_080_000)]);
+        file.save().unwrap();
+        let reopened = open_cursor(&path).unwrap();
+        assert_eq!(reopened.get().get("EUR/USD"), Some(&1_704_229_080_000));
+        assert_eq!(
+            describe_cursor(reopened.get()).unwrap(),
+            "2 symbol(s), the oldest EUR/USD at 2024-01-02T20:58:00Z"
+        );
+    }
+
+    #[test]
+    fn a_full_answer_that_does_not_reach_the_cursor_is_a_gap() {
+        let bars = parse_time_series("AAPL", SERIES).unwrap();
+        let first = bars[0].ts_ms;
+        // The answer reaches back to the bar after the cursor: nothing missing.
+        assert_eq!(uncovered_gap(&bars, 2, Some(first - MINUTE_MS)), None);
+        assert_eq!(uncovered_gap(&bars, 2, Some(first)), None);
+        assert_eq!(
+            uncovered_gap(&bars, 2, Some(first - 3 * MINUTE_MS)),
+            Some((first - 3 * MINUTE_MS, first))
+        );
+        // Fewer values than asked for: the provider has nothing older, so nothing was left out.
+        assert_eq!(uncovered_gap(&bars, 5, Some(first - 3 * MINUTE_MS)), None);
+        assert_eq!(
+            uncovered_gap(&bars, 2, None),
+            None,
+            "a backfill has no cursor"
+        );
     }
 
     #[test]

@@ -1,0 +1,349 @@
+//! Gaps in a Binance feed, and their repair from the REST API.
+//!
+//! Binance numbers each symbol's trades consecutively, so the feed itself says when trades went missing:
+//! - a trade id that jumps ahead of the last one plus one while connected (`trade_id_jump`);
+//! - after a reconnect, the first trade of each symbol against the last one before it (`reconnect`). A
+//!   reconnect that missed nothing is recorded too, as an `empty` gap.
+//!
+//! [`GapTracker`] is the per-connection bookkeeping (every symbol lives on one connection). What it finds goes
+//! to [`run_repairs`], one task per process: it fetches the missing trades with `historicalTrades` from the
+//! first missing id, and after a reconnect the closed klines of the minutes the socket was down, through the
+//! process's shared request-weight budget (429 and 418 waits included, [`BinanceRest`]), sends them through the
+//! emitter like live data (same trade ids, so the bars job's deduplication counts a trade once however often it
+//! arrives), waits until Kafka has them, and then puts one `gap` message on the gaps topic. The bars job reads
+//! it, records it, and rebuilds the bars of the gap's minutes from every trade the topic holds
+//! (spark_jobs/gap_repair.py): its lateness rule would drop the repaired trades otherwise.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::emitter::Emitter;
+use crate::messages::{minute_floor, now_ms, Gap, GapCause, GapOutcome, MINUTE_MS};
+use crate::shutdown::Shutdown;
+use crate::sources::binance::SOURCE;
+use crate::sources::binance_rest::{BinanceRest, RestError, MAX_LIMIT};
+use crate::validation::TimeCheck;
+
+/// Trades a symbol's feed skipped, found by [`GapTracker`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissedTrades {
+    pub symbol: String,
+    pub cause: GapCause,
+    /// Event time of the last trade before the gap and of the first one after it.
+    pub from_ts_ms: i64,
+    pub to_ts_ms: i64,
+    /// Inclusive range of the ids the feed skipped; None for a reconnect that missed nothing.
+    pub missing_ids: Option<(i64, i64)>,
+    /// After a reconnect with klines subscribed: the first minute whose closed kline the socket may have missed
+    /// (the minute after the last closed kline it delivered). Klines up to the first trade's minute are fetched.
+    pub klines_from_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastTrade {
+    id: i64,
+    ts_ms: i64,
+}
+
+/// One connection's view of its symbols' trade-id continuity.
+#[derive(Debug, Default)]
+pub struct GapTracker {
+    last: HashMap<String, LastTrade>,
+    /// Symbols whose first trade since the last (re)connect has not arrived yet.
+    reconnected: HashSet<String>,
+    last_closed_kline: HashMap<String, i64>,
+    klines: bool,
+}
+
+impl GapTracker {
+    /// `klines`: whether the connection subscribes to klines, so a reconnect also missed closed klines.
+    pub fn new(klines: bool) -> Self {
+        Self {
+            klines,
+            ..Self::default()
+        }
+    }
+
+    /// A (re)connect: every symbol seen before must show, with its next trade, what the outage cost.
+    pub fn on_connected(&mut self) {
+        self.reconnected = self.last.keys().cloned().collect();
+    }
+
+    pub fn on_closed_kline(&mut self, symbol: &str, open_ms: i64) {
+        let last = self
+            .last_closed_kline
+            .entry(symbol.to_string())
+            .or_insert(open_ms);
+        *last = (*last).max(open_ms);
+    }
+
+    /// A live trade; returns the gap it reveals, if any. A repeated or older id (a re-delivered frame) is no gap
+    /// and does not move the bookkeeping back.
+    pub fn on_trade(&mut self, symbol: &str, id: i64, ts_ms: i64) -> Option<MissedTrades> {
+        let after_reconnect = self.reconnected.remove(symbol);
+        let Some(previous) = self.last.get(symbol).copied() else {
+            self.last
+                .insert(symbol.to_string(), LastTrade { id, ts_ms });
+            return None;
+        };
+        if id <= previous.id {
+            return None;
+        }
+        self.last
+            .insert(symbol.to_string(), LastTrade { id, ts_ms });
+        let skipped = id > previous.id + 1;
+        if !skipped && !after_reconnect {
+            return None;
+        }
+        let klines_from_ms = (after_reconnect && self.klines).then(|| {
+            self.last_closed_kline
+                .get(symbol)
+                .map(|open| open + MINUTE_MS)
+                .unwrap_or_else(|| minute_floor(previous.ts_ms))
+        });
+        Some(MissedTrades {
+            symbol: symbol.to_string(),
+            cause: if after_reconnect {
+                GapCause::Reconnect
+            } else {
+                GapCause::TradeIdJump
+            },
+            from_ts_ms: previous.ts_ms,
+            to_ts_ms: ts_ms,
+            missing_ids: skipped.then_some((previous.id + 1, id - 1)),
+            klines_from_ms,
+        })
+    }
+}
+
+/// Where a connection hands its gaps to the repair task.
+pub type GapSender = mpsc::UnboundedSender<MissedTrades>;
+
+/// Repairs gaps one after another until shutdown (see the module docs). Without a REST client (`--no-repair`)
+/// each gap is only recorded, as unrepairable.
+pub async fn run_repairs(
+    mut gaps: mpsc::UnboundedReceiver<MissedTrades>,
+    rest: Option<BinanceRest>,
+    emitter: Arc<Emitter>,
+    flush_timeout: Duration,
+    shutdown: Shutdown,
+) {
+    loop {
+        let missed = tokio::select! {
+            missed = gaps.recv() => match missed {
+                Some(missed) => missed,
+                None => return,
+            },
+            _ = shutdown.wait() => return,
+        };
+        match repair(&missed, rest.as_ref(), &emitter, flush_timeout).await {
+            Ok(gap) => {
+                emitter.gap(&gap);
+            }
+            // A repair cut short by shutdown or a failed flush sends no gap message: the bars job would rebuild
+            // from a topic that may lack the trades. The next run starts with an empty tracker and cannot
+            // know this gap, so this line is its only record.
+            Err(reason) => warn!(
+                "binance: {} gap of {} not repaired: {reason}",
+                missed.cause.as_str(),
+                missed.symbol
+            ),
+        }
+    }
+}
+
+/// Fetches and sends one gap's trades (and klines), waits for Kafka, and returns its gap message.
+async fn repair(
+    missed: &MissedTrades,
+    rest: Option<&BinanceRest>,
+    emitter: &Emitter,
+    flush_timeout: Duration,
+) -> Result<Gap, String> {
+    let started = Instant::now();
+    let symbol = &missed.symbol;
+    let mut repaired = 0i64;
+    let mut trouble: Option<String> = None;
+    let Some(rest) = rest else {
+        return Ok(gap_message(
+            missed,
+            0,
+            started,
+            0,
+            Some("repair is off".into()),
+        ));
+    };
+    if let Some((first, last)) = missed.missing_ids {
+        let mut next = first;
+        while next <= last {
+            match rest.historical_trades(symbol, next, MAX_LIMIT).await {
+                Ok(trades) if trades.is_empty() => {
+                    trouble = Some(format!("the exchange served no trade from id {next}"));
+                    break;
+                }
+                Ok(trades) => {
+                    for trade in trades {
+                        let Some(id) = trade
+                            .trade_id
+                            .as_deref()
+                            .and_then(|t| t.parse::<i64>().ok())
+                        else {
+                            continue;
+                        };
+                        if id < next {
+                            continue;
+                        }
+                        if id > last {
+                            next = id;
+                            break;
+                        }
+                        if emitter.trade(&trade, None, TimeCheck::Exempt) {
+                            repaired += 1;
+                        }
+                        next = id + 1;
+                    }
+                }
+                Err(RestError::Shutdown) => return Err("stopped by shutdown".into()),
+                Err(err) => {
+                    trouble = Some(err.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    let mut klines = 0usize;
+    if let Some(mut start) = missed.klines_from_ms {
+        let end = minute_floor(missed.to_ts_ms);
+        while start < end {
+            match rest.klines_1m(symbol, start, end, MAX_LIMIT).await {
+                Ok(bars) if bars.is_empty() => break,
+                Ok(bars) => {
+                    start = bars.last().map(|b| b.ts_ms + MINUTE_MS).unwrap_or(end);
+                    for bar in &bars {
+                        if emitter.bar(bar, None, TimeCheck::Exempt) {
+                            klines += 1;
+                        }
+                    }
+                }
+                Err(RestError::Shutdown) => return Err("stopped by shutdown".into()),
+                Err(err) => {
+                    warn!("binance: klines of the {symbol} gap not repaired: {err}");
+                    break;
+                }
+            }
+        }
+    }
+    // The bars job rebuilds from what the topic holds when the gap message arrives: the trades go first.
+    emitter
+        .flush(flush_timeout)
+        .await
+        .map_err(|err| format!("{err:#}"))?;
+    Ok(gap_message(missed, repaired, started, klines, trouble))
+}
+
+/// The gap's message, after one log line about it.
+fn gap_message(
+    missed: &MissedTrades,
+    repaired: i64,
+    started: Instant,
+    klines: usize,
+    trouble: Option<String>,
+) -> Gap {
+    let symbol = &missed.symbol;
+    let outcome = match missed.missing_ids {
+        None => GapOutcome::Empty,
+        Some(_) if repaired > 0 => GapOutcome::Repaired,
+        Some(_) => GapOutcome::Unrepairable,
+    };
+    let missing = missed.missing_ids.map(|(a, b)| b - a + 1).unwrap_or(0);
+    let line = format!(
+        "binance: {symbol} gap ({}): {missing} trade(s) missing between {} and {}, {repaired} repaired, \
+         {klines} kline(s) fetched in {:.1}s{}",
+        missed.cause.as_str(),
+        missed.from_ts_ms,
+        missed.to_ts_ms,
+        started.elapsed().as_secs_f64(),
+        trouble.map(|t| format!(" ({t})")).unwrap_or_default()
+    );
+    if missing > 0 && repaired < missing {
+        warn!("{line}");
+    } else {
+        info!("{line}");
+    }
+    Gap {
+        source: SOURCE.to_string(),
+        symbol: symbol.clone(),
+        cause: missed.cause,
+        outcome,
+        from_ts_ms: missed.from_ts_ms,
+        to_ts_ms: missed.to_ts_ms,
+        first_missing_id: missed.missing_ids.map(|(first, _)| first),
+        last_missing_id: missed.missing_ids.map(|(_, last)| last),
+        repaired_trades: repaired,
+        detected_ms: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_ids_are_no_gap_and_a_jump_is_one() {
+        let mut tracker = GapTracker::new(false);
+        assert_eq!(tracker.on_trade("BTCUSDT", 100, 1_000), None);
+        assert_eq!(tracker.on_trade("BTCUSDT", 101, 1_100), None);
+        let gap = tracker.on_trade("BTCUSDT", 105, 1_500).unwrap();
+        assert_eq!(gap.cause, GapCause::TradeIdJump);
+        assert_eq!(gap.missing_ids, Some((102, 104)));
+        assert_eq!((gap.from_ts_ms, gap.to_ts_ms), (1_100, 1_500));
+        assert_eq!(
+            gap.klines_from_ms, None,
+            "connected all along: no kline was missed"
+        );
+        // A re-delivered or older frame neither is a gap nor moves the bookkeeping back.
+        assert_eq!(tracker.on_trade("BTCUSDT", 103, 1_300), None);
+        assert_eq!(tracker.on_trade("BTCUSDT", 106, 1_600), None);
+        // Symbols are independent.
+        assert_eq!(tracker.on_trade("ETHUSDT", 7, 1_000), None);
+    }
+
+    #[test]
+    fn a_reconnect_is_a_gap_from_the_last_trade_seen_even_when_nothing_was_missed() {
+        let mut tracker = GapTracker::new(true);
+        tracker.on_trade("BTCUSDT", 100, 60_500);
+        tracker.on_trade("ETHUSDT", 9, 60_700);
+        tracker.on_closed_kline("BTCUSDT", 0);
+        tracker.on_connected();
+        let gap = tracker.on_trade("BTCUSDT", 180, 185_000).unwrap();
+        assert_eq!(gap.cause, GapCause::Reconnect);
+        assert_eq!(gap.missing_ids, Some((101, 179)));
+        assert_eq!(
+            gap.klines_from_ms,
+            Some(60_000),
+            "the minute after the last closed kline"
+        );
+        let clean = tracker.on_trade("ETHUSDT", 10, 190_000).unwrap();
+        assert_eq!(
+            (clean.cause, clean.missing_ids),
+            (GapCause::Reconnect, None)
+        );
+        assert_eq!(
+            clean.klines_from_ms,
+            Some(60_000),
+            "no kline seen: from the last trade's minute"
+        );
+        // Only the first trade after the reconnect speaks for it.
+        assert_eq!(tracker.on_trade("BTCUSDT", 181, 186_000), None);
+    }
+
+    #[test]
+    fn the_first_trade_of_a_symbol_is_no_gap_even_after_a_reconnect() {
+        let mut tracker = GapTracker::new(false);
+        tracker.on_connected();
+        assert_eq!(tracker.on_trade("BTCUSDT", 5_000, 1), None);
+    }
+}
