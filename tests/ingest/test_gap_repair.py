@@ -137,3 +137,43 @@ def test_a_socket_dropped_mid_minute_is_repaired_to_the_exact_bars_and_metrics(
         {k: v for k, v in got_metrics.items() if k[1] >= first_gap},
         {k: v for k, v in want_metrics.items() if k[1] >= first_gap},
     )
+
+
+@pytest.mark.timeout(300)
+def test_trades_missed_while_ingest_was_down_are_repaired_after_a_kill_9(run_ingest, topics, stack_settings, tmp_path):
+    """A restart is a reconnect: ingest is killed with SIGKILL mid-stream and started again 10 s later with the same
+    --state-dir. Its saved memory (each symbol's last trade Kafka acknowledged) makes the first trade after the
+    restart show the gap, and the repair fills it: the trades topic then holds every trade id from the first one
+    received to the last, with no hole, and the gaps topic says what was repaired."""
+    from tests.ingest.conftest import read_topic
+
+    start = now_ms() - 2 * MINUTE_MS
+    symbols = SYMBOLS[:2]
+    market = BinanceMarket(symbols, start, start + 10 * MINUTE_MS, seed=9, trades_per_minute=120, quiet_share=0)
+    args = ["binance", "--symbols", ",".join(symbols), "--no-klines", "--backoff-initial-ms", "200",
+            "--backoff-max-ms", "1000", "--state-dir", str(tmp_path / "state"), *topics.args()]  # fmt: skip
+    with FakeBinanceRest(market) as rest, FakeBinanceStream(market) as stream:
+        first = run_ingest(*args, "--ws-url", stream.url, "--rest-url", rest.url)
+        first.wait_for_log("subscribed to", timeout=30)
+        time.sleep(12)  # past a save of the feed's memory (every 5 s)
+        first.kill()
+        time.sleep(10)
+        second = run_ingest(*args, "--ws-url", stream.url, "--rest-url", rest.url)
+        second.wait_for_log("resuming from", timeout=30)
+        second.wait_for_log("gap (reconnect)", timeout=60)
+        time.sleep(3)
+        assert second.stop() == 0, second.log()[-3000:]
+
+    trades = read_topic(stack_settings.kafka_bootstrap, topics.trades)
+    gaps = [r.value for r in read_topic(stack_settings.kafka_bootstrap, topics.gaps)]
+    for symbol in symbols:
+        ids = sorted({int(r.value["trade_id"]) for r in trades if r.key == symbol})
+        assert ids, symbol
+        assert ids == list(range(ids[0], ids[-1] + 1)), f"{symbol}: trade ids missing after the restart"
+        by_id = {t.id: t.canonical(symbol) for t in market.trades(symbol)}
+        for record in (r for r in trades if r.key == symbol):
+            assert record.value == by_id[int(record.value["trade_id"])]
+        repaired = [g for g in gaps if g["symbol"] == symbol and g["outcome"] == "repaired"]
+        assert len(repaired) == 1 and repaired[0]["cause"] == "reconnect"
+        gap = repaired[0]
+        assert gap["repaired_trades"] == gap["last_missing_id"] - gap["first_missing_id"] + 1 >= 10 * 1  # 10 s down

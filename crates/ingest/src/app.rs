@@ -426,12 +426,34 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
                 info!("binance warm-up: {}", summary.line());
             }
             let mut sessions = tokio::task::JoinSet::new();
+            // What the last run left (each symbol's last trade, unfinished repairs): a restart is a reconnect.
+            let state = crate::state::StateFile::<binance_gaps::FeedMemory>::open(
+                cli.state_dir.join(binance_gaps::FEED_STATE_FILE),
+            )?;
+            let memory = binance_gaps::SharedMemory::new(state.get().clone());
+            if !state.get().last_trades.is_empty() {
+                info!(
+                    "binance: resuming from {}: last trades of {} symbol(s), {} unfinished repair(s)",
+                    state.path().display(),
+                    state.get().last_trades.len(),
+                    state.get().pending.len()
+                );
+            }
             let repairs = (!args.no_trades).then(|| {
-                let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                let (sender, receiver) = binance_gaps::gap_channel(memory.clone());
                 sessions.spawn(binance_gaps::run_repairs(
                     receiver,
+                    memory.clone(),
                     (!args.no_repair).then(|| rest.clone()),
                     emitter.clone(),
+                    secs(cli.kafka.flush_timeout),
+                    shutdown.clone(),
+                ));
+                sessions.spawn(binance_gaps::keep_memory(
+                    memory.clone(),
+                    state,
+                    emitter.clone(),
+                    binance_gaps::SAVE_EVERY,
                     secs(cli.kafka.flush_timeout),
                     shutdown.clone(),
                 ));
@@ -450,7 +472,7 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
                     binance::BinanceProtocol::new(emitter.clone(), connection.symbols)
                         .with_kinds(binance_kinds(args))
                         .with_label(name)
-                        .with_gap_tracking(repairs.clone());
+                        .with_gap_tracking(repairs.clone().map(|sender| (sender, memory.clone())));
                 let (timing, stats, shutdown) = (timing.clone(), stats.clone(), shutdown.clone());
                 let dial_delay = binance::DIAL_STAGGER * index as u32;
                 // Spawned, not joined in place: each connection parses its frames on its own worker thread.

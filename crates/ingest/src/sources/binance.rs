@@ -19,7 +19,7 @@ use tracing::info;
 
 use crate::emitter::Emitter;
 use crate::messages::{Bar, RejectCode, Side, Source, Trade};
-use crate::sources::binance_gaps::{GapSender, GapTracker};
+use crate::sources::binance_gaps::{GapSender, GapTracker, SharedMemory};
 use crate::validation::TimeCheck;
 use crate::ws::WsProtocol;
 
@@ -383,8 +383,11 @@ impl BinanceProtocol {
     }
 
     /// Track trade-id continuity and send each gap found to the repair task (binance_gaps::run_repairs).
-    pub fn with_gap_tracking(mut self, repairs: Option<GapSender>) -> Self {
-        self.gaps = repairs.map(|sender| (GapTracker::new(self.kinds.klines), sender));
+    pub fn with_gap_tracking(mut self, repairs: Option<(GapSender, SharedMemory)>) -> Self {
+        self.gaps = repairs.map(|(sender, memory)| {
+            let tracker = GapTracker::remembering(self.kinds.klines, memory, &self.symbols);
+            (tracker, sender)
+        });
         self
     }
 
@@ -439,8 +442,7 @@ impl WsProtocol for BinanceProtocol {
                     (accepted, id, self.gaps.as_mut())
                 {
                     if let Some(missed) = tracker.on_trade(&trade.symbol, id, trade.ts_ms) {
-                        // The receiver lives as long as the connections; a send fails only at shutdown.
-                        let _ = repairs.send(missed);
+                        repairs.send(missed);
                     }
                 }
             }

@@ -13,11 +13,17 @@
 //! arrives), waits until Kafka has them, and then puts one `gap` message on the gaps topic. The bars job reads
 //! it, records it, and rebuilds the bars of the gap's minutes from every trade the topic holds
 //! (spark_jobs/gap_repair.py): its lateness rule would drop the repaired trades otherwise.
+//!
+//! A restart is a reconnect too. [`FeedMemory`] (each symbol's last trade sent, and the gaps whose repair has not
+//! finished) is saved in the state directory every few seconds, only once Kafka acknowledged what it covers
+//! ([`keep_memory`]); the next run starts its trackers from it, so the trades missed while ingest was down are
+//! found and repaired like any other gap.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -26,10 +32,20 @@ use crate::messages::{minute_floor, now_ms, Gap, GapCause, GapOutcome, MINUTE_MS
 use crate::shutdown::Shutdown;
 use crate::sources::binance::SOURCE;
 use crate::sources::binance_rest::{BinanceRest, RestError, MAX_LIMIT};
+use crate::state::StateFile;
 use crate::validation::TimeCheck;
 
+/// The state file of a Binance feed, in the state directory.
+pub const FEED_STATE_FILE: &str = "binance-feed.json";
+/// How often the feed's memory is saved: what a kill -9 can make the next run re-detect is this much of trades.
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// A gap of more trades than this is not fetched trade by trade (25 weight per 1,000: a million trades cost 25,000
+/// weight, over 8 minutes of the default budget); it is recorded as unrepairable, and `backfill binance` loads its
+/// klines.
+pub const MAX_REPAIR_TRADES: i64 = 1_000_000;
+
 /// Trades a symbol's feed skipped, found by [`GapTracker`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MissedTrades {
     pub symbol: String,
     pub cause: GapCause,
@@ -43,10 +59,78 @@ pub struct MissedTrades {
     pub klines_from_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct LastTrade {
-    id: i64,
-    ts_ms: i64,
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LastTrade {
+    pub id: i64,
+    pub ts_ms: i64,
+}
+
+/// What a restarted feed needs of the run before it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedMemory {
+    pub last_trades: BTreeMap<String, LastTrade>,
+    /// Gaps found whose repair has not sent its gap message yet.
+    pub pending: Vec<MissedTrades>,
+}
+
+/// The feed's memory, shared by its connections' trackers and the repair task.
+#[derive(Debug, Clone, Default)]
+pub struct SharedMemory(Arc<Mutex<FeedMemory>>);
+
+impl SharedMemory {
+    pub fn new(memory: FeedMemory) -> Self {
+        Self(Arc::new(Mutex::new(memory)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedMemory> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> FeedMemory {
+        self.lock().clone()
+    }
+
+    fn saw(&self, symbol: &str, trade: LastTrade) {
+        self.lock().last_trades.insert(symbol.to_string(), trade);
+    }
+
+    fn last_of(&self, symbol: &str) -> Option<LastTrade> {
+        self.lock().last_trades.get(symbol).copied()
+    }
+
+    fn queued(&self, missed: &MissedTrades) {
+        self.lock().pending.push(missed.clone());
+    }
+
+    fn repaired(&self, missed: &MissedTrades) {
+        let mut memory = self.lock();
+        if let Some(index) = memory.pending.iter().position(|p| p == missed) {
+            memory.pending.remove(index);
+        }
+    }
+}
+
+/// Where a connection hands its gaps to the repair task; the gap is remembered until its repair is done.
+#[derive(Debug, Clone)]
+pub struct GapSender {
+    channel: mpsc::UnboundedSender<MissedTrades>,
+    memory: SharedMemory,
+}
+
+impl GapSender {
+    pub fn send(&self, missed: MissedTrades) {
+        self.memory.queued(&missed);
+        // The receiver lives as long as the connections; a send fails only at shutdown, and the memory keeps it.
+        let _ = self.channel.send(missed);
+    }
+}
+
+/// The repair task's inbox and the senders' handle to it.
+pub fn gap_channel(memory: SharedMemory) -> (GapSender, mpsc::UnboundedReceiver<MissedTrades>) {
+    let (channel, receiver) = mpsc::unbounded_channel();
+    (GapSender { channel, memory }, receiver)
 }
 
 /// One connection's view of its symbols' trade-id continuity.
@@ -57,6 +141,7 @@ pub struct GapTracker {
     reconnected: HashSet<String>,
     last_closed_kline: HashMap<String, i64>,
     klines: bool,
+    memory: Option<SharedMemory>,
 }
 
 impl GapTracker {
@@ -65,6 +150,26 @@ impl GapTracker {
         Self {
             klines,
             ..Self::default()
+        }
+    }
+
+    /// A tracker that starts from the last run's trades of `symbols` (its first trade of each shows what the
+    /// restart cost) and keeps `memory` up to date.
+    pub fn remembering(klines: bool, memory: SharedMemory, symbols: &[String]) -> Self {
+        let mut tracker = Self::new(klines);
+        for symbol in symbols {
+            if let Some(last) = memory.last_of(symbol) {
+                tracker.last.insert(symbol.clone(), last);
+            }
+        }
+        tracker.memory = Some(memory);
+        tracker
+    }
+
+    fn record(&mut self, symbol: &str, trade: LastTrade) {
+        self.last.insert(symbol.to_string(), trade);
+        if let Some(memory) = &self.memory {
+            memory.saw(symbol, trade);
         }
     }
 
@@ -86,15 +191,13 @@ impl GapTracker {
     pub fn on_trade(&mut self, symbol: &str, id: i64, ts_ms: i64) -> Option<MissedTrades> {
         let after_reconnect = self.reconnected.remove(symbol);
         let Some(previous) = self.last.get(symbol).copied() else {
-            self.last
-                .insert(symbol.to_string(), LastTrade { id, ts_ms });
+            self.record(symbol, LastTrade { id, ts_ms });
             return None;
         };
         if id <= previous.id {
             return None;
         }
-        self.last
-            .insert(symbol.to_string(), LastTrade { id, ts_ms });
+        self.record(symbol, LastTrade { id, ts_ms });
         let skipped = id > previous.id + 1;
         if !skipped && !after_reconnect {
             return None;
@@ -120,29 +223,39 @@ impl GapTracker {
     }
 }
 
-/// Where a connection hands its gaps to the repair task.
-pub type GapSender = mpsc::UnboundedSender<MissedTrades>;
-
 /// Repairs gaps one after another until shutdown (see the module docs). Without a REST client (`--no-repair`)
 /// each gap is only recorded, as unrepairable.
 pub async fn run_repairs(
     mut gaps: mpsc::UnboundedReceiver<MissedTrades>,
+    memory: SharedMemory,
     rest: Option<BinanceRest>,
     emitter: Arc<Emitter>,
     flush_timeout: Duration,
     shutdown: Shutdown,
 ) {
+    // The last run's unfinished repairs first: their gaps are still open.
+    let mut left_over = memory.snapshot().pending.into_iter();
+    if left_over.len() > 0 {
+        info!(
+            "binance: {} gap repair(s) left unfinished by the last run, resuming",
+            left_over.len()
+        );
+    }
     loop {
-        let missed = tokio::select! {
-            missed = gaps.recv() => match missed {
-                Some(missed) => missed,
-                None => return,
+        let missed = match left_over.next() {
+            Some(missed) => missed,
+            None => tokio::select! {
+                missed = gaps.recv() => match missed {
+                    Some(missed) => missed,
+                    None => return,
+                },
+                _ = shutdown.wait() => return,
             },
-            _ = shutdown.wait() => return,
         };
         match repair(&missed, rest.as_ref(), &emitter, flush_timeout).await {
             Ok(gap) => {
                 emitter.gap(&gap);
+                memory.repaired(&missed);
             }
             // A repair cut short by shutdown or a failed flush sends no gap message: the bars job would rebuild
             // from a topic that may lack the trades. The next run starts with an empty tracker and cannot
@@ -176,6 +289,14 @@ async fn repair(
             Some("repair is off".into()),
         ));
     };
+    if let Some((first, last)) = missed.missing_ids {
+        if last - first + 1 > MAX_REPAIR_TRADES {
+            let why = format!(
+                "over {MAX_REPAIR_TRADES} trades: not fetched one by one; `backfill binance` loads the klines"
+            );
+            return Ok(gap_message(missed, 0, started, 0, Some(why)));
+        }
+    }
     if let Some((first, last)) = missed.missing_ids {
         let mut next = first;
         while next <= last {
@@ -287,6 +408,38 @@ fn gap_message(
     }
 }
 
+/// Saves the feed's memory every `every` (and once more at shutdown), each time only after Kafka acknowledged
+/// everything sent before the snapshot was taken: the saved last trades never run ahead of the topic.
+pub async fn keep_memory(
+    memory: SharedMemory,
+    mut state: StateFile<FeedMemory>,
+    emitter: Arc<Emitter>,
+    every: Duration,
+    flush_timeout: Duration,
+    shutdown: Shutdown,
+) {
+    loop {
+        let stopping = !shutdown.sleep(every).await;
+        let snapshot = memory.snapshot();
+        if snapshot != *state.get() {
+            match emitter.flush(flush_timeout).await {
+                Ok(()) => {
+                    *state.get_mut() = snapshot;
+                    if let Err(err) = state.save() {
+                        warn!("binance: cannot save {}: {err:#}", state.path().display());
+                    }
+                }
+                Err(err) => {
+                    warn!("binance: feed state not saved, Kafka has not acknowledged: {err:#}")
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +491,83 @@ mod tests {
         );
         // Only the first trade after the reconnect speaks for it.
         assert_eq!(tracker.on_trade("BTCUSDT", 181, 186_000), None);
+    }
+
+    #[test]
+    fn a_restart_resumes_from_the_remembered_last_trades_and_unfinished_repairs() {
+        let memory = SharedMemory::default();
+        let (sender, mut receiver) = gap_channel(memory.clone());
+        let mut before = GapTracker::remembering(false, memory.clone(), &["BTCUSDT".into()]);
+        before.on_trade("BTCUSDT", 100, 1_000);
+        before.on_trade("ETHUSDT", 7, 1_000);
+        let jump = before.on_trade("BTCUSDT", 110, 2_000).unwrap();
+        sender.send(jump.clone());
+        assert_eq!(receiver.try_recv().unwrap(), jump);
+        let saved = memory.snapshot();
+        assert_eq!(
+            saved.last_trades["BTCUSDT"],
+            LastTrade {
+                id: 110,
+                ts_ms: 2_000
+            }
+        );
+        assert_eq!(
+            saved.pending,
+            vec![jump.clone()],
+            "not repaired yet: remembered"
+        );
+
+        // The next run: its tracker starts from the saved trades, and connecting makes the restart a reconnect.
+        let restarted = SharedMemory::new(saved);
+        let mut after = GapTracker::remembering(false, restarted.clone(), &["BTCUSDT".into()]);
+        after.on_connected();
+        let gap = after.on_trade("BTCUSDT", 150, 9_000).unwrap();
+        assert_eq!(gap.cause, GapCause::Reconnect);
+        assert_eq!(gap.missing_ids, Some((111, 149)));
+        assert_eq!(gap.from_ts_ms, 2_000);
+        restarted.repaired(&jump);
+        assert!(restarted.snapshot().pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_memory_is_saved_while_running_and_once_more_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FEED_STATE_FILE);
+        let (emitter, _sink) = crate::emitter::test_support::memory_emitter(&["BTCUSDT"]);
+        let memory = SharedMemory::default();
+        memory.saw(
+            "BTCUSDT",
+            LastTrade {
+                id: 5,
+                ts_ms: 60_000,
+            },
+        );
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let state = StateFile::<FeedMemory>::open(&path).unwrap();
+        let saver = tokio::spawn(keep_memory(
+            memory.clone(),
+            state,
+            emitter,
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+            shutdown,
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        memory.saw(
+            "BTCUSDT",
+            LastTrade {
+                id: 6,
+                ts_ms: 60_500,
+            },
+        );
+        trigger.trigger();
+        saver.await.unwrap();
+        let saved = StateFile::<FeedMemory>::open(&path).unwrap();
+        assert_eq!(
+            saved.get().last_trades["BTCUSDT"].id,
+            6,
+            "the shutdown saves the last word"
+        );
     }
 
     #[test]
