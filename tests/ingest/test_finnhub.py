@@ -112,6 +112,12 @@ def test_trades_pings_errors_reconnect_and_profiles(run_ingest, topics, stack_se
     assert "Subscribing to too many symbols" in by_code["provider_error"], by_code
     assert "malformed trade" in by_code["provider_malformed"], by_code
 
+    # The reconnect is a gap of every symbol that traded before it; without trade ids or a free REST history it
+    # is recorded as unrepairable (docs/gaps.md).
+    gaps = [r.value for r in read_topic(stack_settings.kafka_bootstrap, topics.gaps)]
+    assert sorted(g["symbol"] for g in gaps) == sorted(SYMBOLS), "both traded in the first connection's frame"
+    assert all((g["cause"], g["outcome"], g["repaired_trades"]) == ("reconnect", "unrepairable", 0) for g in gaps)
+
     log = ingest.log()
     assert KEY not in log, "the key must never be logged"
     assert "token=***" in log

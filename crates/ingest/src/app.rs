@@ -84,7 +84,11 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
                 return Err("finnhub: --no-trades and --no-profiles leave nothing to do".into());
             }
             (
-                vec![k.trades_topic.clone(), k.companies_topic.clone()],
+                vec![
+                    k.trades_topic.clone(),
+                    k.companies_topic.clone(),
+                    k.gaps_topic.clone(),
+                ],
                 set(&args.symbols),
             )
         }
@@ -507,6 +511,7 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
                     let mut protocol = finnhub::FinnhubProtocol {
                         emitter: emitter.clone(),
                         symbols: args.symbols.clone(),
+                        reconnects: finnhub::ReconnectGaps::default(),
                     };
                     ws::run_session(
                         &endpoint,

@@ -2,6 +2,7 @@
 //! redacted), one subscribe message per symbol, JSON pings answered; company profiles from REST `profile2`
 //! with the key in the `X-Finnhub-Token` header, into the compacted companies topic.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::emitter::Emitter;
 use crate::http::{self, HttpOutcome, Pacer};
-use crate::messages::{Company, RejectCode, Source, Trade};
+use crate::messages::{Company, Gap, GapCause, GapOutcome, RejectCode, Source, Trade};
 use crate::shutdown::Shutdown;
 use crate::validation::TimeCheck;
 use crate::ws::WsProtocol;
@@ -81,6 +82,43 @@ pub const PONG: &str = r#"{"type":"pong"}"#;
 pub struct FinnhubProtocol {
     pub emitter: Arc<Emitter>,
     pub symbols: Vec<String>,
+    /// Finnhub trades carry no id, so a gap shows only as a reconnect; and its free REST plan serves neither
+    /// trades nor candles (docs/gaps.md), so it is recorded, as unrepairable.
+    pub reconnects: ReconnectGaps,
+}
+
+/// Reconnect gaps of a feed without trade ids: the last trade before a reconnect and the first after it, per
+/// symbol, recorded on the gaps topic as unrepairable.
+#[derive(Debug, Default)]
+pub struct ReconnectGaps {
+    last_ts: HashMap<String, i64>,
+    reconnected: HashSet<String>,
+}
+
+impl ReconnectGaps {
+    pub fn on_connected(&mut self) {
+        self.reconnected = self.last_ts.keys().cloned().collect();
+    }
+
+    /// The gap a trade closes, if it is its symbol's first since a reconnect.
+    pub fn on_trade(&mut self, symbol: &str, ts_ms: i64) -> Option<Gap> {
+        let previous = self.last_ts.insert(symbol.to_string(), ts_ms);
+        if !self.reconnected.remove(symbol) {
+            return None;
+        }
+        Some(Gap {
+            source: SOURCE.to_string(),
+            symbol: symbol.to_string(),
+            cause: GapCause::Reconnect,
+            outcome: GapOutcome::Unrepairable,
+            from_ts_ms: previous?,
+            to_ts_ms: ts_ms,
+            first_missing_id: None,
+            last_missing_id: None,
+            repaired_trades: 0,
+            detected_ms: crate::messages::now_ms(),
+        })
+    }
 }
 
 impl WsProtocol for FinnhubProtocol {
@@ -92,7 +130,11 @@ impl WsProtocol for FinnhubProtocol {
         match parse_frame(text) {
             Ok(FinnhubFrame::Trades(trades)) => {
                 for (trade, raw) in trades {
-                    self.emitter.trade(&trade, Some(&raw), TimeCheck::Live);
+                    if self.emitter.trade(&trade, Some(&raw), TimeCheck::Live) {
+                        if let Some(gap) = self.reconnects.on_trade(&trade.symbol, trade.ts_ms) {
+                            self.emitter.gap(&gap);
+                        }
+                    }
                 }
             }
             Ok(FinnhubFrame::Ping) => return vec![PONG.to_string()],
@@ -109,6 +151,10 @@ impl WsProtocol for FinnhubProtocol {
     fn on_malformed(&mut self, reason: &str, raw: &str) {
         self.emitter
             .dead_letter(SOURCE, RejectCode::ProviderMalformed, reason, raw);
+    }
+
+    fn on_connected(&mut self) {
+        self.reconnects.on_connected();
     }
 }
 
@@ -228,6 +274,30 @@ pub fn encode_query(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnect_is_recorded_as_an_unrepairable_gap_per_symbol() {
+        let mut gaps = ReconnectGaps::default();
+        assert_eq!(gaps.on_trade("AAPL", 1_000), None);
+        gaps.on_connected();
+        assert_eq!(
+            gaps.on_trade("MSFT", 1_050),
+            None,
+            "not seen before the reconnect"
+        );
+        let gap = gaps.on_trade("AAPL", 9_000).unwrap();
+        assert_eq!(
+            (gap.cause, gap.outcome),
+            (GapCause::Reconnect, GapOutcome::Unrepairable)
+        );
+        assert_eq!((gap.from_ts_ms, gap.to_ts_ms), (1_000, 9_000));
+        assert_eq!((gap.first_missing_id, gap.repaired_trades), (None, 0));
+        assert_eq!(
+            gaps.on_trade("AAPL", 9_100),
+            None,
+            "only the first trade after it"
+        );
+    }
     use crate::emitter::test_support::memory_emitter;
     use crate::messages::now_ms;
 
@@ -279,6 +349,7 @@ mod tests {
         let mut protocol = FinnhubProtocol {
             emitter,
             symbols: vec!["AAPL".into(), "MSFT".into()],
+            reconnects: ReconnectGaps::default(),
         };
         assert_eq!(
             protocol.on_text(r#"{"type":"ping"}"#),
