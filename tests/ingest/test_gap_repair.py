@@ -7,6 +7,7 @@ equal the reference computed from the complete trade sequence, and the gap is ac
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 
 import pytest
@@ -177,3 +178,63 @@ def test_trades_missed_while_ingest_was_down_are_repaired_after_a_kill_9(run_ing
         assert len(repaired) == 1 and repaired[0]["cause"] == "reconnect"
         gap = repaired[0]
         assert gap["repaired_trades"] == gap["last_missing_id"] - gap["first_missing_id"] + 1 >= 10 * 1  # 10 s down
+
+
+@pytest.mark.timeout(600)
+def test_a_trades_backfill_becomes_the_exact_bars_of_its_minutes(
+    run_ingest, topics, stack_settings, stack_env, pg, tmp_path
+):
+    """Backfilled trades reach the bars job behind its watermark (one symbol's history after another's), so its
+    lateness rule drops most of them. The backfill's gap message (cause 'backfill') makes the bars job rebuild the
+    range's minutes from the topic: every bar equals the bar of the market's trades."""
+    from tests.stack.streaming import produce
+
+    now = now_ms()
+    start = (now // MINUTE_MS - 30) * MINUTE_MS
+    symbols = ["BFAUSDT", "BFBUSDT"]
+    market = BinanceMarket(symbols, start, now + MINUTE_MS, seed=21, trades_per_minute=30, quiet_share=0.1)
+    first, last = start + 2 * MINUTE_MS, (now // MINUTE_MS - 1) * MINUTE_MS  # [first, last): whole minutes
+    bars_job = StreamingJob(
+        "bars_job",
+        ["--trades-topic", topics.trades, "--bars-topic", topics.bars, "--gaps-topic", topics.gaps,
+         "--watermark", "10 seconds", "--trigger", "1 second", "--checkpoint", str(tmp_path / "checkpoints")],
+        stack_env,
+    )  # fmt: skip
+    try:
+        with FakeBinanceRest(market) as rest:
+            backfill = run_ingest(
+                "backfill", "binance", "--kind", "trades", "--symbols", ",".join(symbols), "--from", str(first),
+                "--to", str(last), "--rest-url", rest.url, "--state-dir", str(tmp_path / "state"), *topics.args(),
+            )  # fmt: skip
+            assert backfill.wait(120) == 0, backfill.log()[-3000:]
+        # A live trade of another symbol moves the watermark past the range, as a running feed would.
+        closer = {"source": "binance", "symbol": "BFCUSDT", "ts_ms": now_ms(), "price": 1.0, "size": 1.0,
+                  "trade_id": "1"}  # fmt: skip
+        produce(stack_settings.kafka_bootstrap, topics.trades, [("BFCUSDT", json.dumps(closer))])
+
+        def rebuilt() -> bool:
+            return pg.execute(
+                "SELECT count(*) FROM gaps WHERE symbol = ANY(%s) AND cause = 'backfill' AND rebuilt_at IS NOT NULL",
+                (symbols,),
+            ).fetchone()[0] == len(symbols)
+
+        wait_until("both symbols' backfilled minutes rebuilt", rebuilt, timeout=240, job=bars_job)
+        assert bars_job.late_dropped.get("bars", 0) > 0, (
+            "the lateness rule dropped backfilled trades: the rebuild mattered"
+        )
+    finally:
+        bars_job.stop()
+
+    complete = [t.canonical(s) for s in symbols for t in market.trades_between(s, first, last)]
+    reference = reference_bars(complete)
+    stored = stored_bars(pg, symbols)
+    assert set(stored) == set(reference), "a bar for every minute that traded in the range, and no other"
+    for key, want in sorted(reference.items()):
+        got = stored[key]
+        for field in BAR_FIELDS:
+            if isinstance(want[field], float):
+                assert got[field] == pytest.approx(want[field], rel=1e-12), (key, field)
+            else:
+                assert got[field] == want[field], (key, field)
+    counted = pg.execute("SELECT sum(gaps) FROM gaps_by_symbol WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
+    assert counted == 0, "a backfill lost nothing: it is no gap"

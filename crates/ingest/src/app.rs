@@ -155,11 +155,14 @@ fn plan(cli: &Cli) -> Result<Plan, String> {
                 cli.state_dir.join(binance_backfill::state_file_name(kind)),
             )
             .map_err(|err| format!("backfill binance: {err:#}"))?;
-            let topic = match kind {
-                binance_backfill::BackfillKind::Klines => k.bars_topic.clone(),
-                binance_backfill::BackfillKind::Trades => k.trades_topic.clone(),
+            // A trades backfill asks the bars job to rebuild its minutes with a gap message.
+            let topics = match kind {
+                binance_backfill::BackfillKind::Klines => vec![k.bars_topic.clone()],
+                binance_backfill::BackfillKind::Trades => {
+                    vec![k.trades_topic.clone(), k.gaps_topic.clone()]
+                }
             };
-            (vec![topic], set(&upper_case(&args.symbols)))
+            (topics, set(&upper_case(&args.symbols)))
         }
     };
     topics.push(k.deadletter_topic.clone());

@@ -10,7 +10,8 @@ use sparktrends_contract::Reject;
 use tracing::warn;
 
 use crate::messages::{
-    derived_trade_id, now_ms, Bar, Company, DeadLetter, Gap, GapOutcome, RejectCode, Trade,
+    derived_trade_id, now_ms, Bar, Company, DeadLetter, Gap, GapCause, GapOutcome, RejectCode,
+    Trade,
 };
 use crate::sink::Sink;
 use crate::stats::Stats;
@@ -101,7 +102,8 @@ impl Emitter {
 
     /// A gap in a feed and what its repair did: onto the gaps topic, keyed by symbol, counted in the rate line.
     pub fn gap(&self, gap: &Gap) -> bool {
-        if gap.outcome != GapOutcome::Empty {
+        // A trades backfill asks for its minutes' bars through a gap message, but lost nothing.
+        if gap.outcome != GapOutcome::Empty && gap.cause != GapCause::Backfill {
             Stats::bump(&self.stats.gaps);
         }
         self.stats.repaired_trades.fetch_add(

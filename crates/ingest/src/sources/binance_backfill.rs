@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::emitter::Emitter;
-use crate::messages::{minute_floor, now_ms, RejectCode, MINUTE_MS};
+use crate::messages::{minute_floor, now_ms, Gap, GapCause, GapOutcome, RejectCode, MINUTE_MS};
 use crate::shutdown::Shutdown;
 use crate::sources::binance::SOURCE;
 use crate::sources::binance_rest::{BinanceRest, RestError, MAX_LIMIT};
@@ -319,6 +319,27 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// The gap message asking the bars job to rebuild the minutes of the trades this symbol's backfill covers.
+    fn rebuild_request(&self) -> Option<Gap> {
+        let first = self.progress.first_trade_id?;
+        let next = self.progress.next_trade_id?;
+        if next <= first {
+            return None;
+        }
+        Some(Gap {
+            source: SOURCE.to_string(),
+            symbol: self.symbol.clone(),
+            cause: GapCause::Backfill,
+            outcome: GapOutcome::Repaired,
+            from_ts_ms: self.progress.from_ms,
+            to_ts_ms: self.run_end_ms.min(self.progress.to_ms) - 1,
+            first_missing_id: Some(first),
+            last_missing_id: Some(next - 1),
+            repaired_trades: next - first,
+            detected_ms: crate::messages::now_ms(),
+        })
     }
 
     /// Ends the run for this symbol: finished when the whole range is done, caught up when it goes on past now.
@@ -626,6 +647,15 @@ async fn run(
                 Ok(Step::Page) => {}
                 Ok(Step::EndReached) => {
                     task.end_reached();
+                    if kind == BackfillKind::Trades {
+                        // Behind the bars job's watermark these trades are dropped as late: their minutes are
+                        // rebuilt from the topic instead, like a repaired gap's (spark_jobs/gap_repair.py). The
+                        // trades must be in Kafka before the message that asks for it.
+                        emitter.flush(options.flush_timeout).await?;
+                        if let Some(gap) = task.rebuild_request() {
+                            emitter.gap(&gap);
+                        }
+                    }
                     info!(
                         "binance backfill {}: {} {}: {} {} sent this run",
                         kind.as_str(),
