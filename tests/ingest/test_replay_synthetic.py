@@ -179,7 +179,8 @@ def test_sigterm_flushes_everything_and_exits_zero(run_ingest, topics, stack_set
     log = ingest.log()
     assert "SIGTERM received" in log
     final = re.search(
-        r"stopped: produced (\d+) \(trades (\d+), .*dead letters 0, gap records 0\), delivered (\d+), delivery failures 0",
+        r"stopped: produced (\d+) \(trades (\d+), .*dead letters 0, gap records 0\), delivered (\d+), "
+        r"delivery failures 0",
         log,
     )
     assert final, log[-2000:]
