@@ -24,13 +24,13 @@ CREATE INDEX gaps_symbol ON gaps (symbol, detected_at);
 
 -- Per feed and symbol: how many gaps, how many trades they skipped, how many the repair sent back, and what is
 -- still open (not rebuilt yet, or unrepairable). A reconnect that missed nothing (outcome 'empty') is counted
--- apart: it is no gap; nor is a trades backfill (cause 'backfill'), which only asks for its minutes' bars.
+-- apart: it is no gap.
 CREATE VIEW gaps_by_symbol AS
 SELECT source, symbol,
-       count(*) FILTER (WHERE outcome <> 'empty' AND cause <> 'backfill') AS gaps,
+       count(*) FILTER (WHERE outcome <> 'empty') AS gaps,
        count(*) FILTER (WHERE outcome = 'empty') AS clean_reconnects,
-       coalesce(sum(last_missing_id - first_missing_id + 1) FILTER (WHERE cause <> 'backfill'), 0) AS missing_trades,
-       coalesce(sum(repaired_trades) FILTER (WHERE cause <> 'backfill'), 0) AS repaired_trades,
+       coalesce(sum(last_missing_id - first_missing_id + 1), 0) AS missing_trades,
+       sum(repaired_trades) AS repaired_trades,
        count(*) FILTER (WHERE outcome = 'unrepairable') AS unrepairable,
        count(*) FILTER (WHERE outcome = 'repaired' AND rebuilt_at IS NULL) AS awaiting_rebuild,
        max(detected_at) AS last_gap_at
