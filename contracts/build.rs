@@ -147,6 +147,7 @@ fn main() {
         ("sources", "Source"),
         ("gap_causes", "GapCause"),
         ("gap_outcomes", "GapOutcome"),
+        ("kafka_headers", "KafkaHeader"),
     ];
     for (group, type_name) in groups {
         let doc = format!("Names of `{group}` in contracts/messages.json.");

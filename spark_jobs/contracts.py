@@ -20,6 +20,10 @@ TOPIC_GAPS = contract.topic(contract.messages()["gap"].topic_prefix)
 # Header of a bars-topic message whose bar its producer (the bars job) has already written to PostgreSQL, with
 # its metrics: the metrics job skips it. Any other producer's bars carry no such header and are applied.
 APPLIED_HEADER = "sparktrends-applied"
+# Header of a trade a gap repair or a backfill fetched (its value: the gap cause). It reaches the bars job behind
+# the watermark by design, and spark_jobs/gap_repair.py rebuilds its minutes: it is no late trade.
+REPAIR_HEADER = "sparktrends-repair"
+assert {APPLIED_HEADER, REPAIR_HEADER} == set(contract.names("kafka_headers"))
 
 # What a job keeps of a Kafka row besides its value: the coordinates of a reject, and the timestamp, which is
 # the receive time an event time is held against (contracts/admission.json max_future_ms).

@@ -85,12 +85,21 @@ def checkpoint_watermark_ms(checkpoint: str, batch_id: int) -> int | None:
 
 def count_late(trades: DataFrame, watermark_ms: int) -> list[Row]:
     """Admitted trades (contracts.admit) -> per (source, symbol): how many valid trades lie at or behind
-    `watermark_ms`, and their first and last event time in ms. Rejected trades never reach the watermark
-    (bars_job.with_event_time), so they are not late."""
+    `watermark_ms`, and their first and last event time in ms; and apart, `repaired`: those a gap repair or a
+    backfill sent (contracts.REPAIR_HEADER), which are behind the watermark by design and whose minutes
+    spark_jobs/gap_repair.py rebuilds. Rejected trades never reach the watermark (bars_job.with_event_time), so
+    they are not late."""
     behind = trades.filter(F.col("reject_code").isNull() & (F.col("ts_ms") <= F.lit(watermark_ms)))
+    repaired = F.col("repaired") if "repaired" in trades.columns else F.lit(False)
+    late = ~repaired
     return (
         behind.groupBy("source", "symbol")
-        .agg(F.count(F.lit(1)).alias("trades"), F.min("ts_ms").alias("first_ms"), F.max("ts_ms").alias("last_ms"))
+        .agg(
+            F.count(F.when(late, 1)).alias("trades"),
+            F.min(F.when(late, F.col("ts_ms"))).alias("first_ms"),
+            F.max(F.when(late, F.col("ts_ms"))).alias("last_ms"),
+            F.count(F.when(repaired, 1)).alias("repaired"),
+        )
         .orderBy(F.desc("trades"), "source", "symbol")
         .collect()
     )
@@ -106,9 +115,13 @@ def read_batch(spark: SparkSession, topic: str, batch: LateBatch) -> DataFrame:
         .option("endingOffsets", batch.end_offsets)
         # Offsets already deleted by the topic's retention are reported as missing, not fatal.
         .option("failOnDataLoss", "false")
+        .option("includeHeaders", "true")
         .load()
     )
-    return contracts.admit(raw, "trade")
+    raw = raw.withColumn(
+        "repaired", F.exists(F.coalesce("headers", F.array()), lambda h: h["key"] == contracts.REPAIR_HEADER)
+    )
+    return contracts.admit(raw, "trade", "repaired")
 
 
 def _utc(ms: int) -> datetime:
@@ -121,6 +134,7 @@ def record(batch: LateBatch, counts: list[Row]) -> None:
         (batch.query_id, batch.batch_id, r["source"], r["symbol"], r["trades"], _utc(r["first_ms"]),
          _utc(r["last_ms"]), _utc(batch.watermark_ms))
         for r in counts
+        if r["trades"] > 0
     ]  # fmt: skip
     with pg_connect() as conn:
         upsert(conn, "late_trades", LATE_COLUMNS, LATE_KEY, rows, touch="recorded_at")
@@ -128,14 +142,19 @@ def record(batch: LateBatch, counts: list[Row]) -> None:
 
 def describe(job: str, batch: LateBatch, counts: list[Row], shown: int = 8) -> str:
     """One log line: the batch, its watermark, the symbols by count, and whether they add up to Spark's total."""
-    found = sum(r["trades"] for r in counts)
-    symbols = " ".join(f"{r['symbol']}={r['trades']}" for r in counts[:shown])
-    more = f" (+{len(counts) - shown} more symbols)" if len(counts) > shown else ""
-    agreement = "" if found == batch.dropped else f" DISAGREES with Spark's total {batch.dropped}"
+    late = [r for r in counts if r["trades"] > 0]
+    found = sum(r["trades"] for r in late)
+    repaired = sum(r["repaired"] for r in counts)
+    symbols = " ".join(f"{r['symbol']}={r['trades']}" for r in late[:shown])
+    more = f" (+{len(late) - shown} more symbols)" if len(late) > shown else ""
+    by_design = (
+        f"; {repaired} repaired or backfilled trade(s), late by design, rebuilt from the topic" if repaired else ""
+    )
+    agreement = "" if found + repaired == batch.dropped else f" DISAGREES with Spark's total {batch.dropped}"
     return (
         f"[{job}] batch={batch.batch_id} late trades dropped behind watermark "
-        f"{_utc(batch.watermark_ms):%Y-%m-%d %H:%M:%S}: {found} trade(s) of {len(counts)} symbol(s): {symbols}{more}"
-        f"{agreement}"
+        f"{_utc(batch.watermark_ms):%Y-%m-%d %H:%M:%S}: {found} trade(s) of {len(late)} symbol(s): {symbols}{more}"
+        f"{by_design}{agreement}"
     )
 
 

@@ -71,15 +71,37 @@ def test_valid_trades_at_or_behind_the_watermark_are_counted_per_symbol(local_sp
     )
     counts = [r.asDict() for r in late_trades.count_late(trades, 2_000)]
     assert counts == [
-        {"source": "binance", "symbol": "BTCUSDT", "trades": 2, "first_ms": 1_000, "last_ms": 2_000},
-        {"source": "binance", "symbol": "ETHUSDT", "trades": 1, "first_ms": 1_500, "last_ms": 1_500},
-        {"source": "finnhub", "symbol": "BTCUSDT", "trades": 1, "first_ms": 10, "last_ms": 10},
+        {"source": "binance", "symbol": "BTCUSDT", "trades": 2, "first_ms": 1_000, "last_ms": 2_000, "repaired": 0},
+        {"source": "binance", "symbol": "ETHUSDT", "trades": 1, "first_ms": 1_500, "last_ms": 1_500, "repaired": 0},
+        {"source": "finnhub", "symbol": "BTCUSDT", "trades": 1, "first_ms": 10, "last_ms": 10, "repaired": 0},
     ]
+
+
+def test_repaired_trades_are_late_by_design_and_counted_apart(local_spark):
+    """A trade with the repair header (a gap repair, a backfill) is behind the watermark on purpose: it is no late
+    trade, but the log line still accounts for it against Spark's total."""
+    trades = local_spark.createDataFrame(
+        [
+            Row(source="binance", symbol="BTCUSDT", ts_ms=1_000, reject_code=None, repaired=True),
+            Row(source="binance", symbol="BTCUSDT", ts_ms=1_200, reject_code=None, repaired=False),
+            Row(source="binance", symbol="ETHUSDT", ts_ms=1_500, reject_code=None, repaired=True),
+        ],
+        "source string, symbol string, ts_ms long, reject_code string, repaired boolean",
+    )
+    counts = late_trades.count_late(trades, 2_000)
+    by_symbol = {r["symbol"]: (r["trades"], r["repaired"], r["first_ms"]) for r in counts}
+    assert by_symbol == {"BTCUSDT": (1, 1, 1_200), "ETHUSDT": (0, 1, None)}
+    line = late_trades.describe("bars", late_trades.LateBatch("q", 3, 120_000, "{}", "{}", dropped=3), counts)
+    assert "1 trade(s) of 1 symbol(s): BTCUSDT=1; 2 repaired or backfilled trade(s), late by design" in line
+    assert "DISAGREES" not in line
 
 
 def test_the_log_line_names_symbols_and_says_when_the_total_disagrees():
     batch = late_trades.LateBatch("q", 9, 120_000, "{}", "{}", dropped=3)
-    counts = [Row(source="s", symbol="AAPL", trades=2), Row(source="s", symbol="MSFT", trades=1)]
+    counts = [
+        Row(source="s", symbol="AAPL", trades=2, repaired=0),
+        Row(source="s", symbol="MSFT", trades=1, repaired=0),
+    ]
     line = late_trades.describe("bars", batch, counts)
     assert line == (
         "[bars] batch=9 late trades dropped behind watermark 1970-01-01 00:02:00: 3 trade(s) of 2 symbol(s): "

@@ -10,8 +10,8 @@ use sparktrends_contract::Reject;
 use tracing::warn;
 
 use crate::messages::{
-    derived_trade_id, now_ms, Bar, Company, DeadLetter, Gap, GapCause, GapOutcome, RejectCode,
-    Trade,
+    derived_trade_id, now_ms, Bar, Company, DeadLetter, Gap, GapCause, GapOutcome, KafkaHeader,
+    RejectCode, Trade,
 };
 use crate::sink::Sink;
 use crate::stats::Stats;
@@ -78,6 +78,25 @@ impl Emitter {
             &identified.symbol,
             &identified,
             &self.stats.trades,
+        )
+    }
+
+    /// A trade fetched by a gap repair or a backfill: history on purpose (no past window), marked with the
+    /// contract's repair header so the bars job's late-trade count leaves it out (it is late by design). It
+    /// keeps the exchange's id, so a copy also received live is dropped as a duplicate.
+    pub fn repaired_trade(&self, trade: &Trade, cause: GapCause) -> bool {
+        if let Err(reject) = self
+            .validator
+            .check_trade(trade, now_ms(), TimeCheck::Exempt)
+        {
+            return self.refuse(&trade.source, &reject, None, trade);
+        }
+        self.send_marked(
+            &self.topics.trades,
+            &trade.symbol,
+            trade,
+            &self.stats.trades,
+            Some((KafkaHeader::SparktrendsRepair.as_str(), cause.as_str())),
         )
     }
 
@@ -167,6 +186,17 @@ impl Emitter {
         message: &T,
         counter: &std::sync::atomic::AtomicU64,
     ) -> bool {
+        self.send_marked(topic, key, message, counter, None)
+    }
+
+    fn send_marked<T: Serialize>(
+        &self,
+        topic: &str,
+        key: &str,
+        message: &T,
+        counter: &std::sync::atomic::AtomicU64,
+        header: Option<(&str, &str)>,
+    ) -> bool {
         let payload = match serde_json::to_vec(message) {
             Ok(payload) => payload,
             Err(err) => {
@@ -175,7 +205,11 @@ impl Emitter {
                 return false;
             }
         };
-        match self.sink.send(topic, key, &payload) {
+        let sent = match header {
+            Some(header) => self.sink.send_with_header(topic, key, &payload, header),
+            None => self.sink.send(topic, key, &payload),
+        };
+        match sent {
             Ok(()) => {
                 Stats::bump(counter);
                 self.stats
@@ -305,6 +339,27 @@ mod tests {
                 format!("~{ts}:189.5:100:1"),
                 format!("~{ts}:189.5:200:0")
             ]
+        );
+    }
+
+    #[test]
+    fn a_repaired_trade_is_history_and_carries_the_repair_header() {
+        let (emitter, sink) = memory_emitter(&["BTCUSDT"]);
+        let mut trade = Trade::new("binance", "BTCUSDT", now_ms() - 3 * 86_400_000, 10.0, 1.0);
+        trade.trade_id = Some("42".into());
+        assert!(
+            emitter.repaired_trade(&trade, GapCause::Reconnect),
+            "older than the live window: still history"
+        );
+        let sent = sink.on_topic("market.trades.v1");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0].header,
+            Some(("sparktrends-repair".to_string(), "reconnect".to_string()))
+        );
+        assert!(
+            !emitter.trade(&trade, None, TimeCheck::Live),
+            "a live trade that old is refused"
         );
     }
 

@@ -3,8 +3,8 @@
 
 pub use sparktrends_contract::messages::derived_trade_id;
 pub use sparktrends_contract::{
-    minute_floor, Bar, BarOrigin, Company, DeadLetter, Gap, GapCause, GapOutcome, RejectCode, Side,
-    Source, Trade, TradeKind, MINUTE_MS,
+    minute_floor, Bar, BarOrigin, Company, DeadLetter, Gap, GapCause, GapOutcome, KafkaHeader,
+    RejectCode, Side, Source, Trade, TradeKind, MINUTE_MS,
 };
 
 pub fn now_ms() -> i64 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tracing::{error, info, warn};
@@ -172,13 +172,12 @@ impl KafkaSink {
     }
 }
 
-impl Sink for KafkaSink {
-    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+impl KafkaSink {
+    /// Queues one record; back-pressure (a full local queue) waits for batches to leave rather than drop.
+    fn queue(&self, topic: &str, mut record: BaseRecord<'_, str, [u8]>) -> anyhow::Result<()> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                // Back-pressure: the local queue is full, so wait for batches to leave rather than drop.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     std::thread::sleep(Duration::from_millis(1));
@@ -188,6 +187,30 @@ impl Sink for KafkaSink {
                 }
             }
         }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        self.queue(topic, BaseRecord::to(topic).key(key).payload(payload))
+    }
+
+    fn send_with_header(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        (name, value): (&str, &str),
+    ) -> anyhow::Result<()> {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: name,
+            value: Some(value),
+        });
+        let record = BaseRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        self.queue(topic, record)
     }
 
     fn flush(&self, timeout: Duration) -> anyhow::Result<()> {

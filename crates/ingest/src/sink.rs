@@ -6,6 +6,17 @@ use std::sync::Mutex;
 pub trait Sink: Send + Sync {
     /// Queue one record; `key` is the symbol so one partition holds a symbol's messages in order.
     fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()>;
+    /// `send` with one Kafka header (contract: kafka_headers). A sink without headers keeps the record only.
+    fn send_with_header(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        header: (&str, &str),
+    ) -> anyhow::Result<()> {
+        let _ = header;
+        self.send(topic, key, payload)
+    }
     /// Blocks until every queued record is acknowledged (or `timeout` passes: an error). A source saves a
     /// cursor only after this, so the cursor never runs ahead of what Kafka holds.
     fn flush(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
@@ -20,6 +31,8 @@ pub struct Record {
     pub topic: String,
     pub key: String,
     pub payload: serde_json::Value,
+    /// The Kafka header it was sent with, if any.
+    pub header: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -40,14 +53,37 @@ impl MemorySink {
     }
 }
 
-impl Sink for MemorySink {
-    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+impl MemorySink {
+    fn keep(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        header: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
         let payload = serde_json::from_slice(payload)?;
         self.records.lock().expect("memory sink lock").push(Record {
             topic: topic.to_string(),
             key: key.to_string(),
             payload,
+            header: header.map(|(name, value)| (name.to_string(), value.to_string())),
         });
         Ok(())
+    }
+}
+
+impl Sink for MemorySink {
+    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        self.keep(topic, key, payload, None)
+    }
+
+    fn send_with_header(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        header: (&str, &str),
+    ) -> anyhow::Result<()> {
+        self.keep(topic, key, payload, Some(header))
     }
 }

@@ -451,7 +451,7 @@ impl Task {
                 break;
             }
             if trade.ts_ms >= from_ms {
-                emitter.trade(trade, None, TimeCheck::Exempt);
+                emitter.repaired_trade(trade, GapCause::Backfill);
                 self.sent += 1;
             }
             following = id + 1;

@@ -321,7 +321,7 @@ async fn repair(
                             next = id;
                             break;
                         }
-                        if emitter.trade(&trade, None, TimeCheck::Exempt) {
+                        if emitter.repaired_trade(&trade, missed.cause) {
                             repaired += 1;
                         }
                         next = id + 1;
