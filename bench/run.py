@@ -1,7 +1,7 @@
 """`make bench`: every benchmark section side by side in one run, each against its natural alternative.
 
-    python bench/run.py [section ...]   sections: kernels, detection, spark, pipeline, ingest, alerts, gaps
-                                        (default: all)
+    python bench/run.py [section ...]   sections: kernels, detection, spark, pipeline, ingest, alerts, gaps,
+                                        backfill (default: all)
 
 Results go to .bench/results.json (all numbers) and .bench/results.md (the table printed at the end); a run
 of some sections replaces only those sections' rows.
@@ -35,6 +35,7 @@ SECTIONS = {
     "ingest": ("ingest_replay", True),
     "alerts": ("alerts_latency", True),
     "gaps": ("gap_repair", True),
+    "backfill": ("backfill", True),
 }
 
 

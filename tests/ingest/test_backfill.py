@@ -1,16 +1,18 @@
 """`backfill binance` against a fake Binance REST server (tests/ingest/fake_binance.py) into the real Kafka:
 klines and trades exactly once, 429s honoured without ever earning a 418, and a kill -9 resumed from the saved
-progress."""
+progress; and the live source's warm-up (the same klines backfill) ahead of its first live bar."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 from tests.ingest.conftest import now_ms, read_topic
 from tests.ingest.fake_binance import MINUTE_MS, BinanceMarket, FakeBinanceRest
+from tests.ingest.fake_binance_stream import FakeBinanceStream
 
 HOUR_MS = 3_600_000
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
@@ -232,3 +234,78 @@ def test_trades_backfill_equals_the_markets_trades(run_ingest, topics, stack_set
         assert windows[:2] == [(start, end - 1), (end, end + HOUR_MS - 1)]
         assert all(e - s < HOUR_MS for s, e in windows)
     assert f"{len(trades)} trades sent" in ingest.log()
+
+
+def create_times(bootstrap: str, topic: str) -> dict[tuple[int, int], int]:
+    """(partition, offset) -> the message's Kafka timestamp (CreateTime: when ingest produced it, in ms)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    records = read_topic(bootstrap, topic)
+    ends: dict[int, int] = {}
+    for r in records:
+        ends[r.partition] = max(ends.get(r.partition, -1), r.offset)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-times-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        times: dict[tuple[int, int], int] = {}
+        deadline = time.monotonic() + 20
+        while len(times) < len(records) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                times[(msg.partition(), msg.offset())] = msg.timestamp()[1]
+        assert len(times) == len(records), f"timed out reading {topic}'s timestamps"
+        return times
+    finally:
+        consumer.close()
+
+
+def test_a_new_symbol_gets_its_warm_up_history_before_its_first_live_bar(run_ingest, topics, stack_settings):
+    """`binance --warmup-minutes 120`: before it dials, ingest puts each symbol's closed klines of the two hours
+    before it started on the bars topic, each once, ahead of every live trade and live kline."""
+    bootstrap = stack_settings.kafka_bootstrap
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    market = BinanceMarket(symbols, now_ms() - 3 * HOUR_MS, now_ms() + 10 * MINUTE_MS, seed=120, trades_per_minute=30)
+    with FakeBinanceRest(market) as rest, FakeBinanceStream(market) as stream:
+        # The warm-up ends at the minute ingest starts in: not a few seconds before the next one.
+        if now_ms() % MINUTE_MS > MINUTE_MS - 5_000:
+            time.sleep((MINUTE_MS - now_ms() % MINUTE_MS) / 1000 + 0.1)
+        start_minute = now_ms() // MINUTE_MS * MINUTE_MS
+        ingest = run_ingest(
+            "binance", "--symbols", ",".join(s.lower() for s in symbols), "--warmup-minutes", "120",
+            "--ws-url", stream.url, "--rest-url", rest.url, *topics.args(),
+        )  # fmt: skip
+        ingest.wait_for_log("subscribed to", timeout=30)
+        # The first live kline is the one of the minute ingest connected in, sent when that minute closes.
+        deadline = time.monotonic() + 80
+        while {r.key for r in read_topic(bootstrap, topics.bars) if r.value["ts_ms"] >= start_minute} != set(symbols):
+            assert time.monotonic() < deadline, f"no live kline of each symbol; log:\n{ingest.log()[-3000:]}"
+            assert ingest.alive(), ingest.log()[-3000:]
+            time.sleep(1)
+        assert ingest.stop() == 0, ingest.log()[-3000:]
+        klines_requests = rest.served_ok("/api/v3/klines")
+
+    assert len(klines_requests) == len(symbols), "one page of 1000 holds a symbol's 120 klines"
+    bars = read_topic(bootstrap, topics.bars)
+    trades = read_topic(bootstrap, topics.trades)
+    bar_times, trade_times = create_times(bootstrap, topics.bars), create_times(bootstrap, topics.trades)
+    for symbol in symbols:
+        of_symbol = [r for r in bars if r.key == symbol]
+        assert len({r.partition for r in of_symbol}) == 1, "keyed by symbol: one partition, offsets in send order"
+        warm = [r for r in of_symbol if r.value["ts_ms"] < start_minute]
+        live = [r for r in of_symbol if r.value["ts_ms"] >= start_minute]
+        expected = market.expected_bars(symbol, start_minute - 120 * MINUTE_MS, start_minute)
+        assert len(expected) == 120
+        assert [r.value for r in warm] == expected, (
+            f"{symbol}: the warm-up is not the last 120 closed klines, once: {len(warm)} bars from "
+            f"{warm[0].value['ts_ms'] if warm else None}, want 120 from {expected[0]['ts_ms']}"
+        )
+        assert max(r.offset for r in warm) < min(r.offset for r in live), f"{symbol}: a live kline came first"
+        live_trades = [r for r in trades if r.key == symbol]
+        assert live_trades, f"{symbol}: no live trade"
+        last_warm = max(bar_times[(r.partition, r.offset)] for r in warm)
+        first_live = min(trade_times[(r.partition, r.offset)] for r in live_trades)
+        assert last_warm <= first_live, f"{symbol}: a live trade was produced before the end of its warm-up"
+    log = ingest.log()
+    assert "binance warm-up: binance backfill klines: 240 bars sent" in log, log[-3000:]
+    assert log.index("binance warm-up:") < log.index("subscribed to"), "the warm-up comes before the connection"

@@ -35,6 +35,27 @@ def stored_bars(pg, symbols: list[str]) -> dict[tuple[str, int], dict]:
     return {(r[0], r[1]): dict(zip(columns, r, strict=True)) for r in rows}
 
 
+def start_bars_job(topics, stack_env: dict[str, str], tmp_path) -> StreamingJob:
+    """The bars job on the test's topics, with a short watermark so a gap's minutes close soon."""
+    args = ["--trades-topic", topics.trades, "--bars-topic", topics.bars, "--gaps-topic", topics.gaps,
+            "--watermark", "10 seconds", "--trigger", "1 second",
+            "--checkpoint", str(tmp_path / "checkpoints")]  # fmt: skip
+    return StreamingJob("bars_job", args, stack_env)
+
+
+def assert_same_bars(stored: dict[tuple[str, int], dict], reference: dict[tuple[str, int], dict]) -> None:
+    """Every reference bar is stored, field by field (sums of floats to 1e-12)."""
+    for key, want in sorted(reference.items()):
+        got = stored.get(key)
+        assert got is not None, f"no bar for {key}"
+        assert got["origin"] == "trades"
+        for field in BAR_FIELDS:
+            if isinstance(want[field], float):
+                assert got[field] == pytest.approx(want[field], rel=1e-12), (key, field)
+            else:
+                assert got[field] == want[field], (key, field)
+
+
 def wait_until(what: str, condition, timeout: float, job: StreamingJob) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -49,12 +70,7 @@ def test_a_socket_dropped_mid_minute_is_repaired_to_the_exact_bars_and_metrics(
 ):
     start = now_ms() - 5 * MINUTE_MS
     market = BinanceMarket(SYMBOLS, start, start + 15 * MINUTE_MS, seed=15, trades_per_minute=40, quiet_share=0)
-    bars_job = StreamingJob(
-        "bars_job",
-        ["--trades-topic", topics.trades, "--bars-topic", topics.bars, "--gaps-topic", topics.gaps,
-         "--watermark", "10 seconds", "--trigger", "1 second", "--checkpoint", str(tmp_path / "checkpoints")],
-        stack_env,
-    )  # fmt: skip
+    bars_job = start_bars_job(topics, stack_env, tmp_path)
     # One historicalTrades request (weight 25) per 10-second window: repairing three symbols at once earns 429s.
     with FakeBinanceRest(market, weight_limit=30, window_s=10) as rest, FakeBinanceStream(market) as stream:
         try:
@@ -118,15 +134,7 @@ def test_a_socket_dropped_mid_minute_is_repaired_to_the_exact_bars_and_metrics(
     stored = stored_bars(pg, SYMBOLS)
     gap_minutes = {(s, m) for s in SYMBOLS for m in range(first_full_minute, last_gap_minute + 1, MINUTE_MS)}
     assert set(reference) == gap_minutes, "the market trades every minute"
-    for key, want in sorted(reference.items()):
-        got = stored.get(key)
-        assert got is not None, f"no bar for {key}"
-        assert got["origin"] == "trades"
-        for field in BAR_FIELDS:
-            if isinstance(want[field], float):
-                assert got[field] == pytest.approx(want[field], rel=1e-12), (key, field)
-            else:
-                assert got[field] == want[field], (key, field)
+    assert_same_bars(stored, reference)
 
     # The metrics of the repaired minutes (and of everything after the earliest one) are what the kernels give on
     # those exact bars.
@@ -194,23 +202,20 @@ def test_a_trades_backfill_becomes_the_exact_bars_of_its_minutes(
     symbols = ["BFAUSDT", "BFBUSDT"]
     market = BinanceMarket(symbols, start, now + MINUTE_MS, seed=21, trades_per_minute=30, quiet_share=0.1)
     first, last = start + 2 * MINUTE_MS, (now // MINUTE_MS - 1) * MINUTE_MS  # [first, last): whole minutes
-    bars_job = StreamingJob(
-        "bars_job",
-        ["--trades-topic", topics.trades, "--bars-topic", topics.bars, "--gaps-topic", topics.gaps,
-         "--watermark", "10 seconds", "--trigger", "1 second", "--checkpoint", str(tmp_path / "checkpoints")],
-        stack_env,
-    )  # fmt: skip
+    bars_job = start_bars_job(topics, stack_env, tmp_path)
     try:
+        # A live trade of another symbol first, as a running feed would have sent: the watermark is then near
+        # now, and every backfilled trade arrives behind it.
+        closer = {"source": "binance", "symbol": "BFCUSDT", "ts_ms": now_ms(), "price": 1.0, "size": 1.0,
+                  "trade_id": "1"}  # fmt: skip
+        produce(stack_settings.kafka_bootstrap, topics.trades, [("BFCUSDT", json.dumps(closer))])
+        bars_job.wait_for("the live trade read", lambda: bars_job.rows_in.get("bars", 0) >= 1, timeout=300)
         with FakeBinanceRest(market) as rest:
             backfill = run_ingest(
                 "backfill", "binance", "--kind", "trades", "--symbols", ",".join(symbols), "--from", str(first),
                 "--to", str(last), "--rest-url", rest.url, "--state-dir", str(tmp_path / "state"), *topics.args(),
             )  # fmt: skip
             assert backfill.wait(120) == 0, backfill.log()[-3000:]
-        # A live trade of another symbol moves the watermark past the range, as a running feed would.
-        closer = {"source": "binance", "symbol": "BFCUSDT", "ts_ms": now_ms(), "price": 1.0, "size": 1.0,
-                  "trade_id": "1"}  # fmt: skip
-        produce(stack_settings.kafka_bootstrap, topics.trades, [("BFCUSDT", json.dumps(closer))])
 
         def rebuilt() -> bool:
             return pg.execute(
@@ -229,12 +234,6 @@ def test_a_trades_backfill_becomes_the_exact_bars_of_its_minutes(
     reference = reference_bars(complete)
     stored = stored_bars(pg, symbols)
     assert set(stored) == set(reference), "a bar for every minute that traded in the range, and no other"
-    for key, want in sorted(reference.items()):
-        got = stored[key]
-        for field in BAR_FIELDS:
-            if isinstance(want[field], float):
-                assert got[field] == pytest.approx(want[field], rel=1e-12), (key, field)
-            else:
-                assert got[field] == want[field], (key, field)
+    assert_same_bars(stored, reference)
     counted = pg.execute("SELECT sum(gaps) FROM gaps_by_symbol WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
     assert counted == 0, "a backfill lost nothing: it is no gap"

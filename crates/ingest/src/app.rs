@@ -420,7 +420,8 @@ async fn run_source(cli: &Cli, emitter: Arc<Emitter>, shutdown: Shutdown) -> any
                 // Before the first live bar: a new symbol's metrics start from this history, not cold.
                 let symbols: Vec<String> =
                     connections.iter().flat_map(|c| c.symbols.clone()).collect();
-                let to_ms = crate::messages::now_ms();
+                // Whole minutes: the N klines before the current one, which the live stream will close itself.
+                let to_ms = crate::messages::minute_floor(crate::messages::now_ms());
                 let from_ms = to_ms - i64::from(args.warmup_minutes) * crate::messages::MINUTE_MS;
                 let options = binance_backfill::BackfillOptions {
                     flush_timeout: secs(cli.kafka.flush_timeout),
