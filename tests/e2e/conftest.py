@@ -40,7 +40,9 @@ class Pipeline:
             [str(binary), *args, *self.topics.args(), "--stats-interval", "2"],
             log_path=self.logs / f"ingest-{name}.log",
         )
-        process.start({**self.env, "RUST_LOG": "info", **(env or {})})
+        # Its own state directory: sources remember cursors and last trades across runs (docs/gaps.md).
+        state = {"SPARKTRENDS_INGEST_STATE_DIR": str(self.logs / f"ingest-state-{name}")}
+        process.start({**self.env, "RUST_LOG": "info", **state, **(env or {})})
         self.ingests.append(process)
         return process
 

@@ -113,6 +113,7 @@ class Scenario:
     twelvedata_first: int | None = None  # the oldest minute the REST fake served
     twelvedata_bar_at: Callable[[int], dict] | None = None
     dead_letters: list[dict] = field(default_factory=list)
+    withheld_binance_id: int | None = None  # the trade the Binance socket never sent: a gap in its ids
 
 
 def window_start() -> int:
@@ -136,7 +137,11 @@ def binance(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> Call
     # Binance's server pings every 20 s (a protocol ping, answered by the client's pong).
     feed = Feed(events, lambda conn: conn.ws.ping(), 20_000)
     server = FakeWebSocketServer(feed.play).__enter__()
-    pipeline.ingest(ingest_binary, "binance", "binance", "--symbols", BINANCE.lower(), "--ws-url", server.url)
+    # The withheld trade is a gap ingest finds from the ids; without a REST fake here it stays unrepaired (recorded),
+    # which is what this scenario checks: tests/ingest/test_gap_repair.py repairs gaps end to end.
+    pipeline.ingest(
+        ingest_binary, "binance", "binance", "--symbols", BINANCE.lower(), "--ws-url", server.url, "--no-repair"
+    )
 
     for minute, group in by_minute.items():
         kline = json.loads(tapes.binance_kline(BINANCE, minute, group))["data"]["k"]
@@ -154,6 +159,7 @@ def binance(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> Call
     ]  # fmt: skip
     scenario.built.update(bars_reference.bars(sent))
     scenario.disagreeing.add((BINANCE, withheld.T // MINUTE * MINUTE))
+    scenario.withheld_binance_id = withheld.t
     return lambda: server.__exit__(None, None, None)
 
 
@@ -311,12 +317,13 @@ def replay(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path, tmp: Pat
 
 def replay_bars(scenario: Scenario) -> list[dict]:
     """120 real 1-minute bars (Kraken XBT/USDT, tests/fixtures/wire/kraken) ending the minute before the window,
-    with a 5 % level shift 12 bars from the end: a price jump the detector must alert."""
+    with a 5 % level shift 6 bars from the end: a price jump the detector must alert. It is recent enough to be news
+    (docs/alerts.md: within alert_live_window() of its bar's close); anomalies of the older bars are history."""
     series = tapes.kraken_ohlc()[300:420]
     last = scenario.start // MINUTE * MINUTE - MINUTE
     bars = []
     for i, bar in enumerate(series):
-        shift = 1.05 if i >= len(series) - 12 else 1.0
+        shift = 1.05 if i >= len(series) - 6 else 1.0
         prices = {k: bar[k] * shift for k in ("open", "high", "low", "close")}
         vwap = bar["vwap"] * shift if bar["vwap"] else None
         ts_ms = last - (len(series) - 1 - i) * MINUTE
@@ -478,6 +485,13 @@ def test_binance_klines_are_the_bars_of_record_and_the_trades_a_second_opinion(p
             assert not agrees and {"trades", "volume"} <= set(mismatches), (key, mismatches)
         else:
             assert agrees, (key, mismatches)
+    # Ingest saw the hole in the ids and recorded it (repair off in this scenario).
+    with db(pipeline) as conn:
+        gaps = conn.execute(
+            "SELECT cause, outcome, first_missing_id, last_missing_id FROM gaps WHERE symbol = %s", (BINANCE,)
+        ).fetchall()
+    withheld = scenario.withheld_binance_id
+    assert gaps == [("trade_id_jump", "unrepairable", withheld, withheld)]
 
 
 def test_finnhub_prints_become_bars_by_the_condition_rule(pipeline, scenario):
@@ -550,15 +564,25 @@ def test_every_anomaly_is_in_the_outbox_once_and_alerted(pipeline, scenario):
     assert any(s == REPLAY_BARS for s, _, _ in expected), "the injected jump must be an anomaly"
     with db(pipeline) as conn:
         rows = conn.execute(
-            "SELECT symbol, ts, kind, status, coalesce(delivery_note, '') FROM anomalies WHERE symbol <> %s",
+            "SELECT symbol, ts, kind, status, coalesce(delivery_note, ''), "
+            "ts + interval '1 minute' < detected_at - alert_live_window() AS history "
+            "FROM anomalies WHERE symbol <> %s",
             (SYNTHETIC,),
         ).fetchall()
-    live = {(s, ts, k): status for s, ts, k, status, note in rows if not note.startswith("withdrawn")}
-    assert set(live) == expected, "one outbox row per anomaly of the final bars (others withdrawn before alerting)"
-    assert len(rows) == len({(s, ts, k) for s, ts, k, *_ in rows})
-    assert set(live.values()) <= {"delivered", "suppressed"}
+    found = {(s, ts, k): (status, note, history) for s, ts, k, status, note, history in rows}
+    current = {key: value for key, value in found.items() if not value[1].startswith("withdrawn")}
+    assert set(current) == expected, "one outbox row per anomaly of the final bars (others withdrawn before alerting)"
+    assert len(rows) == len(found)
+    # News is alerted; an anomaly of a bar that closed longer than the live window before it was found (the
+    # replayed history) is recorded, never posted (docs/alerts.md).
+    news = {key for key, (_, _, history) in current.items() if not history}
+    assert {status for key, (status, _, _) in current.items() if key in news} <= {"delivered", "suppressed"}
+    for key, (status, note, history) in current.items():
+        if history:
+            assert status == "recorded" and note.startswith("recorded, not posted"), (key, status, note)
+    assert any(s == REPLAY_BARS for s, _, _ in news), "the injected jump is recent: it must be alerted"
     posted = {post.payload["text"].split()[1] for post in pipeline.slack.snapshot()}
-    assert {s for s, _, _ in expected} <= posted
+    assert {s for s, _, _ in news} <= posted
 
 
 def test_poison_is_rejected_with_its_code_and_the_stream_goes_on(pipeline, scenario):

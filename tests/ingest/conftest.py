@@ -96,7 +96,9 @@ def run_ingest(ingest_binary, stack_settings, tmp_path) -> Iterator:
     started: list[Ingest] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> Ingest:
-        full_env = {**os.environ, "KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap, "RUST_LOG": "info"}
+        # Each test its own state directory (a flag given by the test wins): a Binance feed remembers its last trades.
+        full_env = {**os.environ, "KAFKA_BOOTSTRAP": stack_settings.kafka_bootstrap, "RUST_LOG": "info",
+                    "SPARKTRENDS_INGEST_STATE_DIR": str(tmp_path / "ingest-state")}  # fmt: skip
         full_env.update(env or {})
         run = Ingest(ingest_binary, [*args, "--stats-interval", "1"], full_env, tmp_path / f"ingest-{len(started)}.log")
         started.append(run)

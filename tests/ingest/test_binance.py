@@ -100,6 +100,7 @@ def test_trades_klines_reconnect_pings_and_dead_letters(run_ingest, topics, stac
             "btcusdt,ethusdt",
             "--ws-url",
             server.url,
+            "--no-repair",  # gaps are recorded, not fetched: no REST here (tests/ingest/test_gap_repair.py repairs)
             "--backoff-initial-ms",
             "100",
             *topics.args(),
@@ -191,6 +192,7 @@ def test_silent_connection_is_reconnected_by_the_watchdog(run_ingest, topics, st
             "BTCUSDT",
             "--ws-url",
             server.url,
+            "--no-repair",
             "--silence-timeout",
             "1",
             "--backoff-initial-ms",

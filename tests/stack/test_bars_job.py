@@ -213,8 +213,10 @@ def test_bars_and_metrics_exactly_once_when_the_driver_is_killed(stack_settings,
     closer = trade(symbols[0], t0 + 20 * MINUTE, 100.0, 1.0, "closer")  # moves the watermark past minute 11
     expected = reference_bars(trades).sort_values(["symbol", "ts_ms"]).reset_index(drop=True)
 
-    args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--trigger", "1 second",
-            "--max-offsets-per-trigger", "120", "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
+    # One gaps topic for both runs: the restarted job resumes its checkpoint on the same one.
+    args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--gaps-topic", kafka_topic("gaps", 1),
+            "--trigger", "1 second", "--max-offsets-per-trigger", "120",
+            "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
     produce(stack_settings.kafka_bootstrap, trades_topic, [(t["symbol"], json.dumps(t)) for t in [*trades, closer]])
     job = StreamingJob("bars_job", args, stack_env)
     try:

@@ -15,6 +15,7 @@ def test_job_topic_names_match_the_contract_file():
         contracts.TOPIC_BARS,
         contracts.TOPIC_COMPANIES,
         contracts.TOPIC_DEADLETTER,
+        contracts.TOPIC_GAPS,
     } == names
 
 

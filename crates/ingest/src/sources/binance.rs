@@ -447,8 +447,12 @@ impl WsProtocol for BinanceProtocol {
                 }
             }
             Ok(BinanceEvent::ClosedKline(bar)) => {
-                if let Some((tracker, _)) = self.gaps.as_mut() {
-                    tracker.on_closed_kline(&bar.symbol, bar.ts_ms);
+                if let Some((tracker, repairs)) = self.gaps.as_mut() {
+                    if let Some(missed) =
+                        tracker.on_closed_kline(&bar.symbol, bar.ts_ms, bar.first_trade_id)
+                    {
+                        repairs.send(missed);
+                    }
                 }
                 self.emitter.bar(&bar, Some(text), TimeCheck::Live);
             }

@@ -140,6 +140,9 @@ pub struct GapTracker {
     /// Symbols whose first trade since the last (re)connect has not arrived yet.
     reconnected: HashSet<String>,
     last_closed_kline: HashMap<String, i64>,
+    /// The first trade of a symbol this run knew nothing earlier of, until the first closed kline has been
+    /// compared with it.
+    first_seen: HashMap<String, LastTrade>,
     klines: bool,
     memory: Option<SharedMemory>,
 }
@@ -178,12 +181,34 @@ impl GapTracker {
         self.reconnected = self.last.keys().cloned().collect();
     }
 
-    pub fn on_closed_kline(&mut self, symbol: &str, open_ms: i64) {
+    /// A closed kline; returns the gap it reveals: trades of its minute (its first trade id `first_id`) from before
+    /// the first trade this run received, when nothing earlier was known of the symbol (a start without saved
+    /// state). Later minutes need no such check: trade-id continuity covers them.
+    pub fn on_closed_kline(
+        &mut self,
+        symbol: &str,
+        open_ms: i64,
+        first_id: Option<i64>,
+    ) -> Option<MissedTrades> {
         let last = self
             .last_closed_kline
             .entry(symbol.to_string())
             .or_insert(open_ms);
         *last = (*last).max(open_ms);
+        // A minute without trades says nothing: wait for one that has some.
+        let kline_first = first_id?;
+        let first_seen = self.first_seen.remove(symbol)?;
+        if kline_first >= first_seen.id {
+            return None;
+        }
+        Some(MissedTrades {
+            symbol: symbol.to_string(),
+            cause: GapCause::KlineDisagreement,
+            from_ts_ms: open_ms,
+            to_ts_ms: first_seen.ts_ms,
+            missing_ids: Some((kline_first, first_seen.id - 1)),
+            klines_from_ms: None,
+        })
     }
 
     /// A live trade; returns the gap it reveals, if any. A repeated or older id (a re-delivered frame) is no gap
@@ -192,6 +217,10 @@ impl GapTracker {
         let after_reconnect = self.reconnected.remove(symbol);
         let Some(previous) = self.last.get(symbol).copied() else {
             self.record(symbol, LastTrade { id, ts_ms });
+            if self.klines {
+                self.first_seen
+                    .insert(symbol.to_string(), LastTrade { id, ts_ms });
+            }
             return None;
         };
         if id <= previous.id {
@@ -469,7 +498,7 @@ mod tests {
         let mut tracker = GapTracker::new(true);
         tracker.on_trade("BTCUSDT", 100, 60_500);
         tracker.on_trade("ETHUSDT", 9, 60_700);
-        tracker.on_closed_kline("BTCUSDT", 0);
+        tracker.on_closed_kline("BTCUSDT", 0, Some(90));
         tracker.on_connected();
         let gap = tracker.on_trade("BTCUSDT", 180, 185_000).unwrap();
         assert_eq!(gap.cause, GapCause::Reconnect);
@@ -567,6 +596,39 @@ mod tests {
             saved.get().last_trades["BTCUSDT"].id,
             6,
             "the shutdown saves the last word"
+        );
+    }
+
+    #[test]
+    fn a_start_mid_minute_is_a_gap_when_the_first_kline_counts_earlier_trades() {
+        let mut tracker = GapTracker::new(true);
+        tracker.on_trade("BTCUSDT", 1_050, 61_000);
+        tracker.on_trade("BTCUSDT", 1_051, 62_000);
+        assert_eq!(
+            tracker.on_closed_kline("BTCUSDT", 0, None),
+            None,
+            "a minute without trades says nothing"
+        );
+        let gap = tracker
+            .on_closed_kline("BTCUSDT", 60_000, Some(1_000))
+            .unwrap();
+        assert_eq!(gap.cause, GapCause::KlineDisagreement);
+        assert_eq!(gap.missing_ids, Some((1_000, 1_049)));
+        assert_eq!((gap.from_ts_ms, gap.to_ts_ms), (60_000, 61_000));
+        assert_eq!(
+            tracker.on_closed_kline("BTCUSDT", 120_000, Some(1_060)),
+            None,
+            "checked once"
+        );
+        // A kline that starts at the first trade seen (the feed was up the whole minute) is no gap.
+        tracker.on_trade("ETHUSDT", 7, 61_000);
+        assert_eq!(tracker.on_closed_kline("ETHUSDT", 60_000, Some(7)), None);
+        // Without klines there is nothing to compare with.
+        let mut trades_only = GapTracker::new(false);
+        trades_only.on_trade("BTCUSDT", 1_050, 61_000);
+        assert_eq!(
+            trades_only.on_closed_kline("BTCUSDT", 60_000, Some(1_000)),
+            None
         );
     }
 
