@@ -19,7 +19,8 @@ from tests.ingest.fake_binance_stream import FakeBinanceStream
 from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
 from tests.stack.streaming import StreamingJob
 
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+# Symbols of this module only: the bars land in the shared test database, where other tests' symbols live too.
+SYMBOLS = ["GAPAUSDT", "GAPBUSDT", "GAPCUSDT"]
 BAR_FIELDS = ["open", "high", "low", "close", "volume", "trades", "vwap", "taker_buy_volume", "first_trade_id",
               "last_trade_id"]  # fmt: skip
 OUTAGE_S = 20
