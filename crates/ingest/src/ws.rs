@@ -237,8 +237,10 @@ async fn connect_and_stream<P: WsProtocol>(
             Ok(Some(Ok(message))) => message,
         };
         last_frame = tokio::time::Instant::now();
-        if !received_any {
-            // The connection demonstrably works: the next outage starts from the shortest delay again.
+        // Only data shows the connection works: a server that accepts and at once closes (overloaded, "try again
+        // later") must not reset the backoff, or the client redials in a tight loop.
+        if !received_any && matches!(message, Message::Text(_) | Message::Binary(_)) {
+            // The next outage starts from the shortest delay again.
             received_any = true;
             backoff.reset();
         }
