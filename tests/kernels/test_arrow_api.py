@@ -110,6 +110,42 @@ def test_chunks_with_carry_equal_one_call(split: int) -> None:
     assert carry.tail_len == MetricsConfig().window + 1
 
 
+def test_a_carry_stored_as_bytes_or_pickled_continues_bit_for_bit() -> None:
+    """What a job does across micro-batches and restarts: store the carry, restore it, continue. The EWMA and the
+    detector continue exactly, not re-seeded from a warm-up."""
+    frame = random_frame(900, seed=3)
+    whole = compute_metrics(to_table(frame))
+    config = MetricsConfig(price_z_warning=3.0)
+    first, carry = compute_metrics_with_carry(to_table(frame.iloc[:700]))
+    stored = carry.to_bytes()
+    assert isinstance(stored, bytes) and len(stored) < 8 * 1024  # 700 bars of history behind it, a few kB
+    restored = sparktrends.CarryState(stored)
+    assert restored == carry and pickle.loads(pickle.dumps(carry)) == carry
+    second, _ = compute_metrics_with_carry(to_table(frame.iloc[700:]), carry=restored)
+    assert pa.Table.from_batches([first, second]).equals(pa.Table.from_batches([whole]))
+    # Thresholds may change across a restart (they do not shape the state); windows may not.
+    assert sparktrends.CarryState(stored, config).config == config
+    with pytest.raises(ValueError, match="carry state"):
+        sparktrends.CarryState(stored, MetricsConfig(window=20))
+    with pytest.raises(ValueError, match="not a carry state: truncated"):
+        sparktrends.CarryState(stored[:-3])
+
+
+def test_a_stream_continues_from_restored_carries() -> None:
+    frame = random_frame(400, seed=5)
+    table = to_table(frame).add_column(0, "symbol", pa.array(["X"] * 400))
+    whole = sparktrends.MetricsStream().process(table.to_batches()[0])
+    head = sparktrends.MetricsStream()
+    head.process(table.slice(0, 350).to_batches()[0])
+    carry = head.carry("X")
+    assert carry is not None
+    tail = sparktrends.MetricsStream()
+    tail.set_carry("X", sparktrends.CarryState(carry.to_bytes()))
+    assert tail.process(table.slice(350).to_batches()[0]).equals(whole.slice(350))
+    with pytest.raises(ValueError, match="symbol X: carry state"):
+        sparktrends.MetricsStream(MetricsConfig(window=20)).set_carry("X", carry)
+
+
 def test_changing_a_later_bar_never_changes_earlier_rows() -> None:
     frame = random_frame(200)
     base = compute_metrics(to_table(frame))

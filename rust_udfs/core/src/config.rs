@@ -212,7 +212,7 @@ impl MetricsConfig {
 
     /// Whether a carry produced under `other` can continue under `self`: everything except the
     /// alert thresholds shapes the carried state.
-    pub(crate) fn state_compatible(&self, other: &MetricsConfig) -> bool {
+    pub fn state_compatible(&self, other: &MetricsConfig) -> bool {
         self.window == other.window
             && self.min_periods == other.min_periods
             && self.ewma_lambda.to_bits() == other.ewma_lambda.to_bits()

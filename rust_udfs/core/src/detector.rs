@@ -31,6 +31,7 @@
 //! critical alert yet. `anomaly_score` keeps the raw score of every bar.
 
 use crate::anomaly::{judge, AnomalyKinds, AnomalyStats, Severity, Verdict};
+use crate::codec::{invalid, DecodeError, Reader, Writer};
 use crate::config::MetricsConfig;
 use crate::metrics::EwmaState;
 use crate::session::SessionPhase;
@@ -146,6 +147,42 @@ impl RingWindow {
     }
 }
 
+impl RingWindow {
+    fn encode(&self, w: &mut Writer) {
+        w.f64s(&self.values);
+        w.usize(self.next);
+        w.f64(self.sum);
+        w.usize(self.pushes_since_refresh);
+    }
+
+    /// A window of `cap` values; the counts are recomputed from the values, and the position and
+    /// refresh phase checked, so the decoded window continues exactly as the encoded one.
+    fn decode(r: &mut Reader, cap: usize, what: &str) -> Result<Self, DecodeError> {
+        let values = r.f64s(what, cap)?;
+        let next = r.usize(what)?;
+        let sum = r.f64(what)?;
+        let pushes_since_refresh = r.usize(what)?;
+        let full = values.len() == cap;
+        if (full && next >= cap) || (!full && next != 0) || pushes_since_refresh >= cap.max(1) {
+            return Err(invalid(format!("{what}: position out of range")));
+        }
+        if !sum.is_finite() || values.iter().any(|v| v.is_infinite()) {
+            return Err(invalid(format!("{what}: a value is infinite")));
+        }
+        let present = values.iter().filter(|v| !v.is_nan()).count();
+        let positive = values.iter().filter(|&&v| v > 0.0).count();
+        Ok(RingWindow {
+            cap,
+            values,
+            next,
+            sum,
+            present,
+            positive,
+            pushes_since_refresh,
+        })
+    }
+}
+
 fn same_bits(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
@@ -229,6 +266,49 @@ fn scale_history(cfg: &MetricsConfig) -> usize {
 }
 
 impl DetectorState {
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        self.ewma.encode(w);
+        self.long_squares.encode(w);
+        self.short_squares.encode(w);
+        self.scales.encode(w);
+        w.usize(self.recent.len());
+        for &(ts, log_close) in &self.recent {
+            w.i64(ts);
+            w.f64(log_close);
+        }
+        w.u8(u8::from(self.last_flag_ts.is_some()));
+        w.i64(self.last_flag_ts.unwrap_or(0));
+        w.u8(u8::from(self.episode_critical));
+    }
+
+    pub(crate) fn decode(r: &mut Reader, cfg: &MetricsConfig) -> Result<Self, DecodeError> {
+        let ewma = EwmaState::decode(r, "detector ewma")?;
+        let long_squares = RingWindow::decode(r, cfg.scale_floor_window, "long squares")?;
+        let short_squares = RingWindow::decode(r, cfg.regime_window, "short squares")?;
+        let scales = RingWindow::decode(r, scale_history(cfg), "scales")?;
+        let recent_len = r.usize("recent bars")?;
+        if recent_len > JUMP_LOOKBACK {
+            return Err(invalid(format!(
+                "{recent_len} recent bars, at most {JUMP_LOOKBACK}"
+            )));
+        }
+        let mut recent = Vec::with_capacity(JUMP_LOOKBACK);
+        for _ in 0..recent_len {
+            recent.push((r.i64("recent bars")?, r.f64("recent bars")?));
+        }
+        let flagged = r.bool("last flag")?;
+        let flag_ts = r.i64("last flag")?;
+        Ok(DetectorState {
+            ewma,
+            long_squares,
+            short_squares,
+            scales,
+            recent,
+            last_flag_ts: flagged.then_some(flag_ts),
+            episode_critical: r.bool("episode")?,
+        })
+    }
+
     pub(crate) fn new(cfg: &MetricsConfig) -> Self {
         DetectorState {
             ewma: EwmaState::default(),

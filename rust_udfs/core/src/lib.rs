@@ -54,6 +54,7 @@
 //! state (its scale, windows and episode continue across gaps).
 
 pub mod anomaly;
+pub mod codec;
 pub mod config;
 mod detector;
 mod metrics;
@@ -61,6 +62,7 @@ mod rolling;
 pub mod session;
 
 pub use anomaly::{AnomalyKinds, Severity};
+pub use codec::DecodeError;
 pub use config::{AnomalyThresholds, ConfigError, MetricsConfig, Threshold, MICROS_PER_MINUTE};
 pub use detector::DetectorState;
 pub use metrics::{compute, Bars, CarryState, EwmaState, Metrics, MetricsError, MAD_SCALE};

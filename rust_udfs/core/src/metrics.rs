@@ -8,6 +8,7 @@ use std::f64::consts::LN_2;
 use std::fmt;
 
 use crate::anomaly::{AnomalyKinds, Severity};
+use crate::codec::{self, invalid, DecodeError, Reader, Writer};
 use crate::config::{ConfigError, MetricsConfig};
 use crate::detector::{DetectorBar, DetectorState};
 use crate::rolling::{
@@ -270,6 +271,20 @@ impl EwmaState {
         }
         self.variance.sqrt()
     }
+
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.u64(self.returns);
+        w.f64(self.seed_sum_sq);
+        w.f64(self.variance);
+    }
+
+    pub(crate) fn decode(r: &mut Reader, what: &str) -> Result<Self, DecodeError> {
+        Ok(EwmaState {
+            returns: r.u64(what)?,
+            seed_sum_sq: r.f64(what)?,
+            variance: r.f64(what)?,
+        })
+    }
 }
 
 /// Bars kept from the end of a chunk, owned.
@@ -327,6 +342,123 @@ impl CarryState {
     pub fn ewma(&self) -> EwmaState {
         self.ewma
     }
+
+    /// The configuration of the last call that produced this carry.
+    pub fn config(&self) -> &MetricsConfig {
+        &self.config
+    }
+
+    /// The carry as bytes (see [`crate::codec`]): a few kB, whatever the history behind it.
+    /// `CarryState::from_bytes(&c.to_bytes(), cfg)` continues a series exactly as `c` does.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.bytes.extend_from_slice(codec::MAGIC);
+        w.u16(codec::VERSION);
+        encode_state_shape(&self.config, &mut w);
+        let t = &self.tail;
+        w.i64s(&t.ts);
+        for column in [&t.open, &t.high, &t.low, &t.close, &t.volume, &t.vwap] {
+            w.f64s(column);
+        }
+        w.u64(self.segment_len);
+        self.ewma.encode(&mut w);
+        self.detector.encode(&mut w);
+        w.bytes
+    }
+
+    /// Restores a carry under `config`, which must shape the state as the one it was encoded
+    /// under did (windows, λ, gap: [`MetricsError::CarryConfigMismatch`] otherwise); alert
+    /// thresholds may differ. Anything else that is off is [`MetricsError::CarryDecode`].
+    pub fn from_bytes(bytes: &[u8], config: &MetricsConfig) -> Result<Self, MetricsError> {
+        config.validate()?;
+        if bytes.get(..codec::MAGIC.len()) != Some(&codec::MAGIC[..]) {
+            return Err(invalid("no STCS header").into());
+        }
+        let mut r = Reader::new(&bytes[codec::MAGIC.len()..]);
+        let version = r.u16("version")?;
+        if version != codec::VERSION {
+            return Err(invalid(format!(
+                "version {version}, this build reads {}",
+                codec::VERSION
+            ))
+            .into());
+        }
+        if !decode_state_shape(&mut r)?.state_compatible(config) {
+            return Err(MetricsError::CarryConfigMismatch);
+        }
+        let max = config.carry_len();
+        let ts = r.i64s("tail ts", max)?;
+        if ts.windows(2).any(|pair| pair[1] <= pair[0]) {
+            return Err(invalid("tail ts not strictly increasing").into());
+        }
+        let mut columns = Vec::with_capacity(6);
+        for what in [
+            "tail open",
+            "tail high",
+            "tail low",
+            "tail close",
+            "tail volume",
+            "tail vwap",
+        ] {
+            let column = r.f64s(what, max)?;
+            if column.len() != ts.len() {
+                return Err(invalid(format!(
+                    "{what} has {} values, ts {}",
+                    column.len(),
+                    ts.len()
+                ))
+                .into());
+            }
+            columns.push(column);
+        }
+        let [open, high, low, close, volume, vwap]: [Vec<f64>; 6] =
+            columns.try_into().expect("six columns");
+        let segment_len = r.u64("segment length")?;
+        if segment_len < ts.len() as u64 {
+            return Err(invalid("segment shorter than its tail").into());
+        }
+        let ewma = EwmaState::decode(&mut r, "ewma")?;
+        let detector = DetectorState::decode(&mut r, config)?;
+        r.finish()?;
+        Ok(CarryState {
+            config: *config,
+            tail: TailBars {
+                ts,
+                open,
+                high,
+                low,
+                close,
+                volume,
+                vwap,
+            },
+            segment_len,
+            ewma,
+            detector,
+        })
+    }
+}
+
+/// The parameters that shape a carry ([`MetricsConfig::state_compatible`]'s), so a carry cannot
+/// be restored under windows it was not built with.
+fn encode_state_shape(c: &MetricsConfig, w: &mut Writer) {
+    w.usize(c.window);
+    w.usize(c.min_periods);
+    w.f64(c.ewma_lambda);
+    w.i64(c.max_gap_us);
+    w.usize(c.regime_window);
+    w.usize(c.scale_floor_window);
+}
+
+fn decode_state_shape(r: &mut Reader) -> Result<MetricsConfig, DecodeError> {
+    Ok(MetricsConfig {
+        window: r.usize("window")?,
+        min_periods: r.usize("min_periods")?,
+        ewma_lambda: r.f64("lambda")?,
+        max_gap_us: r.i64("max gap")?,
+        regime_window: r.usize("regime window")?,
+        scale_floor_window: r.usize("scale floor window")?,
+        ..MetricsConfig::default()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -345,6 +477,8 @@ pub enum MetricsError {
     },
     /// The carry was produced under a configuration with different windows, λ or gap.
     CarryConfigMismatch,
+    /// Bytes given as an encoded carry are not one (truncated, another version, inconsistent).
+    CarryDecode(DecodeError),
 }
 
 impl fmt::Display for MetricsError {
@@ -358,6 +492,7 @@ impl fmt::Display for MetricsError {
                 f,
                 "ts must be strictly increasing: row {index} has ts {current} µs after {previous} µs"
             ),
+            MetricsError::CarryDecode(e) => e.fmt(f),
             MetricsError::CarryConfigMismatch => {
                 write!(f, "carry state was produced with a different window, min_periods, lambda, max_gap, regime_window or scale_floor_window")
             }
@@ -366,6 +501,12 @@ impl fmt::Display for MetricsError {
 }
 
 impl std::error::Error for MetricsError {}
+
+impl From<DecodeError> for MetricsError {
+    fn from(e: DecodeError) -> Self {
+        MetricsError::CarryDecode(e)
+    }
+}
 
 impl From<ConfigError> for MetricsError {
     fn from(e: ConfigError) -> Self {

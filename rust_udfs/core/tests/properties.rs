@@ -220,6 +220,30 @@ proptest! {
         prop_assert_eq!(carry.unwrap(), whole_carry);
     }
 
+    /// What a job does between micro-batches and across restarts: store the carry as bytes and
+    /// continue from the decoded one. The series continues bit for bit, EWMA and detector included.
+    #[test]
+    fn chunks_through_encoded_carries_equal_one_call(
+        bars in bars_strategy(120),
+        cfg in small_config(),
+        cuts in prop::collection::vec(0usize..=120, 0..4),
+    ) {
+        let (whole, whole_carry) = compute(&bars.view(), &cfg, None).unwrap();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bars.len())).collect();
+        cuts.push(bars.len());
+        cuts.sort_unstable();
+        let (mut from, mut stored) = (0, None::<Vec<u8>>);
+        for to in cuts {
+            let carry = stored.as_deref().map(|b| CarryState::from_bytes(b, &cfg).unwrap());
+            let (part, next) = compute(&bars.slice(from, to), &cfg, carry.as_ref()).unwrap();
+            assert_rows_identical(&whole, from..to, &part, 0)?;
+            stored = Some(next.to_bytes());
+            from = to;
+        }
+        let last = CarryState::from_bytes(&stored.unwrap(), &cfg).unwrap();
+        prop_assert_eq!(last, whole_carry);
+    }
+
     #[test]
     fn changing_the_next_bar_never_changes_earlier_outputs(
         bars in bars_strategy(80),
@@ -496,6 +520,44 @@ fn carry_from_another_window_is_rejected_but_thresholds_may_change() {
     let mut retuned = default_cfg();
     retuned.thresholds.price_z.warning = 3.0;
     assert!(compute(&bars.slice(2, 4), &retuned, Some(&carry)).is_ok());
+}
+
+#[test]
+fn an_encoded_carry_is_checked_before_it_is_trusted() {
+    let (closes, volumes) = quiet_series(600);
+    let bars = OwnedBars::from_closes(&closes, &volumes);
+    let cfg = default_cfg();
+    let (_, carry) = compute(&bars.view(), &cfg, None).unwrap();
+    let bytes = carry.to_bytes();
+    // A day of history or ten: the carry is the windows' worth, a few kB.
+    assert!(bytes.len() < 8 * 1024, "{} bytes", bytes.len());
+    assert_eq!(CarryState::from_bytes(&bytes, &cfg).unwrap(), carry);
+
+    let decode_error = |b: &[u8]| match CarryState::from_bytes(b, &cfg) {
+        Err(MetricsError::CarryDecode(e)) => e.to_string(),
+        other => panic!("expected a decode error, got {other:?}"),
+    };
+    for cut in [0, 3, 6, 40, bytes.len() / 2, bytes.len() - 1] {
+        assert!(decode_error(&bytes[..cut]).starts_with("not a carry state"));
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(decode_error(&longer).contains("after the end"));
+    let mut other_version = bytes.clone();
+    other_version[4] = 9;
+    assert!(decode_error(&other_version).contains("version 9"));
+
+    let other_window = MetricsConfig {
+        window: 20,
+        ..default_cfg()
+    };
+    assert_eq!(
+        CarryState::from_bytes(&bytes, &other_window).unwrap_err(),
+        MetricsError::CarryConfigMismatch
+    );
+    let mut retuned = default_cfg();
+    retuned.thresholds.price_z.warning = 3.0;
+    assert!(CarryState::from_bytes(&bytes, &retuned).is_ok());
 }
 
 #[test]

@@ -14,7 +14,7 @@ use arrow_array::RecordBatch;
 use arrow_pyarrow::{FromPyArrow, PyArrowType, Table};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use sparktrends_core as core;
 
 use crate::arrow_io::{metrics_batch, metrics_schema, BarColumns, SymbolColumn};
@@ -241,14 +241,45 @@ impl MetricsConfig {
 }
 
 /// Opaque state continuing one symbol's series in a later call.
-#[pyclass(module = "sparktrends._native", frozen, from_py_object)]
-#[derive(Clone)]
+#[pyclass(module = "sparktrends._native", frozen, eq, from_py_object)]
+#[derive(Clone, PartialEq)]
 struct CarryState {
     inner: core::CarryState,
 }
 
 #[pymethods]
 impl CarryState {
+    /// Restores a carry from `to_bytes()` under `config` (default: the package defaults), which
+    /// must have the windows, λ and gap it was built with; thresholds may differ.
+    #[new]
+    #[pyo3(signature = (data, config=None))]
+    fn new(data: &[u8], config: Option<MetricsConfig>) -> PyResult<Self> {
+        let cfg = config_or_default(config.as_ref());
+        core::CarryState::from_bytes(data, &cfg)
+            .map(|inner| CarryState { inner })
+            .map_err(|e| metrics_error(e, None))
+    }
+
+    /// The versioned byte encoding (a few kB, whatever the history behind it): what a job
+    /// stores between micro-batches and across restarts.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    /// The configuration the carry was last computed under.
+    #[getter]
+    fn config(&self) -> MetricsConfig {
+        MetricsConfig {
+            inner: *self.inner.config(),
+        }
+    }
+
+    /// Pickle support: rebuilt by `CarryState.__new__(to_bytes(), config)` itself, without
+    /// importing any Python module.
+    fn __getnewargs__(&self, py: Python<'_>) -> (Py<PyBytes>, MetricsConfig) {
+        (self.to_bytes(py).unbind(), self.config())
+    }
+
     /// Timestamp of the last bar seen, µs since the epoch (None before any bar).
     #[getter]
     fn last_ts_us(&self) -> Option<i64> {
@@ -392,6 +423,19 @@ impl MetricsStream {
         self.carries
             .get(symbol)
             .map(|c| CarryState { inner: c.clone() })
+    }
+
+    /// Continue `symbol` from `carry` (a stored one, restored with `CarryState(data, config)`):
+    /// its next bars must come after `carry.last_ts_us`.
+    fn set_carry(&mut self, symbol: &str, carry: CarryState) -> PyResult<()> {
+        if !self.config.state_compatible(carry.inner.config()) {
+            return Err(metrics_error(
+                core::MetricsError::CarryConfigMismatch,
+                Some(symbol),
+            ));
+        }
+        self.carries.insert(symbol.to_owned(), carry.inner);
+        Ok(())
     }
 
     /// Symbols seen so far.
