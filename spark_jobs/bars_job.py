@@ -31,7 +31,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -182,9 +182,7 @@ def _above_shuffle(condition: Column) -> Column:
     return F.when(F.spark_partition_id() >= 0, condition)
 
 
-def publish(
-    spark: SparkSession, bars_topic: str, profiles: DetectorProfiles | None = None
-) -> Callable[[DataFrame, int], None]:
+def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callable[[DataFrame, int], None]:
     """foreachBatch sink, from one collect of the micro-batch's output (a few thousand bars at most; one Spark
     job per batch instead of one per destination):
     - bars into bars_1m and their metrics (metrics_store.apply_bars, the metrics job's own code), then onto
@@ -196,14 +194,15 @@ def publish(
     def write(batch: DataFrame, batch_id: int) -> None:
         rows = batch.select("kind", "key", "value", *REJECT_FIELDS).collect()
         bars = [(r["key"], r["value"]) for r in rows if r["kind"] == BAR]
-        result = apply_bars(spark, [json.loads(value) for _, value in bars], profiles=profiles)  # to_json omits nulls
+        result = apply_bars([json.loads(value) for _, value in bars], profiles=profiles)  # to_json omits nulls
         produce(bars_topic, bars, headers={APPLIED_HEADER: "bars_job"})
         insert_rejects("bars_job", [r for r in rows if r["kind"] == REJECT])
         if bars:
             print(
                 f"[bars] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
                 f"{result.metric_rows} new_anomalies={result.new_anomalies} (bars_1m + metrics "
-                f"{result.seconds:.2f}s on the {result.ran_on})",
+                f"{result.seconds:.2f}s: {result.carried} symbols from their carry, {result.warmed} warmed up, "
+                f"{result.rows_read} rows read)",
                 flush=True,
             )
 
@@ -257,7 +256,7 @@ def main() -> None:
     late_trades.watch(spark, "bars", query_name="bars", topic=args.trades_topic, checkpoint=checkpoint)
     query = (
         records.writeStream.queryName("bars")
-        .foreachBatch(retrying_through_outages("bars", publish(spark, args.bars_topic, profiles)))
+        .foreachBatch(retrying_through_outages("bars", publish(args.bars_topic, profiles)))
         .option("checkpointLocation", checkpoint)
         .outputMode("append")
         .trigger(**paced_trigger(spark))

@@ -210,7 +210,7 @@ def repair(
         wait_for_watermark(watermark_ms, max(g.end_ms for g in repaired), job)
         started = time.monotonic()
         bars = rebuild_bars(spark, trades_topic, repaired)
-        result = apply_bars(spark, bars, profiles=profiles)
+        result = apply_bars(bars, profiles=profiles)
         produce(bars_topic, [(b["symbol"], json.dumps(b)) for b in bars], headers={APPLIED_HEADER: "bars_job"})
         per_symbol: dict[str, int] = {}
         for bar in bars:

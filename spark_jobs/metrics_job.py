@@ -1,7 +1,7 @@
 """Metrics job: market.bars.1m.v1 -> upsert bars_1m -> Rust metrics with warm-up history -> metrics_1m and the
 anomalies outbox.
 
-    scripts/submit.sh metrics_job [--trigger "500 ms"] [--warmup-bars 512] [--driver-max-rows 500000]
+    scripts/submit.sh metrics_job [--trigger "500 ms"] [--warmup-bars 512]
 
 Each micro-batch: invalid bars go to rejected_messages; the newest message per (symbol, minute) is upserted
 into bars_1m; then every touched symbol is recomputed from its earliest touched bar on
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
 from spark_jobs import contracts, detector_profiles
@@ -27,7 +27,6 @@ from spark_jobs.contracts import REJECT_FIELDS
 from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import (
     BAR_FIELDS,
-    DEFAULT_DRIVER_MAX_ROWS,
     DEFAULT_WARMUP_BARS,
     apply_bars,
     purge_stale_staging,
@@ -59,12 +58,8 @@ def latest_bars(records: list[Row]) -> list[dict]:
 class MetricsBatch:
     """foreachBatch function of the metrics query."""
 
-    def __init__(
-        self, spark: SparkSession, warmup_bars: int, driver_max_rows: int, profiles: DetectorProfiles | None = None
-    ) -> None:
-        self.spark = spark
+    def __init__(self, warmup_bars: int, profiles: DetectorProfiles | None = None) -> None:
         self.warmup_bars = warmup_bars
-        self.driver_max_rows = driver_max_rows
         self.profiles = profiles
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -77,13 +72,13 @@ class MetricsBatch:
         collected = time.monotonic()
         if not bars:
             return
-        result = apply_bars(self.spark, bars, self.warmup_bars, self.driver_max_rows, self.profiles)
+        result = apply_bars(bars, self.warmup_bars, self.profiles)
         done = time.monotonic()
         print(
             f"[metrics] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
             f"{result.metric_rows} new_anomalies={result.new_anomalies} took={done - started:.2f}s "
-            f"(read {collected - started:.2f}s, bars_1m + metrics {done - collected:.2f}s on the {result.ran_on}, "
-            f"{result.bars_read} bars with warm-up)",
+            f"(read {collected - started:.2f}s, bars_1m + metrics {done - collected:.2f}s on the {result.ran_on}: "
+            f"{result.carried} symbols from their carry, {result.warmed} warmed up, {result.rows_read} rows read)",
             flush=True,
         )
 
@@ -98,12 +93,6 @@ def main() -> None:
         "to the broker, so a short interval costs nothing and a closed bar does not wait for it",
     )
     parser.add_argument("--warmup-bars", type=int, default=DEFAULT_WARMUP_BARS)
-    parser.add_argument(
-        "--driver-max-rows",
-        type=int,
-        default=DEFAULT_DRIVER_MAX_ROWS,
-        help="compute a batch's metrics in the driver up to this many bars (warm-up included); 0: always the cluster",
-    )
     parser.add_argument("--starting-offsets", default="earliest")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
@@ -128,9 +117,7 @@ def main() -> None:
         .foreachBatch(
             retrying_through_outages(
                 "metrics",
-                MetricsBatch(
-                    spark, args.warmup_bars, args.driver_max_rows, detector_profiles.load(args.detector_config)
-                ),
+                MetricsBatch(args.warmup_bars, detector_profiles.load(args.detector_config)),
             )
         )
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "metrics"))

@@ -1,20 +1,24 @@
-"""Metrics from bars_1m, the one code path of the bars job, the streaming metrics job and the batch recompute job.
+"""Metrics from bars_1m: the one writer of metrics_1m, the anomalies outbox and metrics_carry, used by the bars
+job, the metrics job and the batch recompute job alike.
 
-For each symbol in scope, `recompute` loads the last `warmup_bars` bars before the symbol's earliest changed
-bar plus everything after it, runs the Rust kernels per symbol, keeps the rows from the earliest changed bar
-on, and merges them. Where the kernels run depends on the size of the work:
+Where the kernels run is a decision about the kind of work, not a row count (docs/decisions.md):
 
-    cluster (backfills, large scopes): executors run the kernels per symbol (applyInArrow) and write
-        metrics_staging (run_id) over JDBC in parallel; then the driver merges.
-    driver (a live micro-batch: up to `driver_max_rows` bars, warm-up included): the driver reads the bars
-        with one COPY into Arrow, runs the same kernels (MetricsStream, the engine of applyInArrow) and COPYs
-        the rows into metrics_staging inside the merge transaction. A few hundred thousand bars take the
-        kernels milliseconds; the cluster round trip (JDBC read, shuffle, Python workers, JDBC write) costs
-        seconds of fixed overhead on 2 cores, which is most of a live bar's latency (docs/decisions.md).
-    merge:   BEGIN; upsert metrics_1m; insert anomalies (outbox) if absent; delete staging rows; COMMIT
+    driver  (`apply_bars`: every streaming job's closed bars). A symbol whose changed bars all come after its
+            stored carry (metrics_carry: the kernels' state after its last computed bar) continues from it: one
+            carry row and its new bars are read, whatever its history. A symbol without a usable carry, or whose
+            changed bar is at or before it (a late, repaired or corrected bar), is recomputed from the last
+            `warmup_bars` bars before its earliest changed bar on. The driver reads the bars with one COPY into
+            Arrow, runs the kernels (MetricsStream, the engine of applyInArrow), COPYs the rows into
+            metrics_staging and saves each symbol's new carry, all inside the merge transaction.
+    cluster (`recompute_job`: a backfill or a recompute of history, any size). Executors run the kernels per
+            symbol (applyInArrow) and write metrics_staging (run_id) over JDBC in parallel; then the driver
+            merges and drops the carries of those symbols, whose next live bar warms up once.
+    merge:  BEGIN; upsert metrics_1m; insert anomalies (outbox) if absent; save or drop carries; delete staging
+            rows; COMMIT
 
-Metrics are a pure function of bars_1m and every statement is keyed on (symbol, ts [, kind]), so replaying a
-micro-batch, or recomputing a range, rewrites identical values and never duplicates an alert.
+Metrics are a pure function of bars_1m (a carry continues a series bit for bit, as if computed in one call) and
+every statement is keyed on (symbol, ts [, kind]), so replaying a micro-batch, or recomputing a range, rewrites
+identical values and never duplicates an alert.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import datetime as dt
 import io
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import psycopg
 import pyarrow as pa
@@ -46,9 +51,8 @@ ANOMALY_COLUMNS = ["anomaly_kinds", "severity"]
 # Enough history that the EWMA (λ = 0.94) has forgotten where the warm-up started (0.94**512 ≈ 2e-14), and at least
 # what the detector's windows need to see what the full history gives (the package's MetricsConfig.warmup_bars).
 DEFAULT_WARMUP_BARS = max(512, sparktrends.MetricsConfig().warmup_bars)
-# The streaming job's default limit for computing in the driver: 1,000 symbols' warm-up, about 100 MB of Arrow
-# at most; a larger scope (a late bar far back, a big catch-up batch) goes to the cluster.
-DEFAULT_DRIVER_MAX_ROWS = 500_000
+# Where the kernels run (module docstring): "driver" for streaming jobs' closed bars, "cluster" for batch recomputes.
+Engine = Literal["driver", "cluster"]
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,15 @@ class RecomputeResult:
     metric_rows: int
     new_anomalies: int
     seconds: float
-    bars_read: int = 0
-    ran_on: str = ""  # "driver" or "cluster"
+    bars_read: int = 0  # rows of bars_1m read (warm-up included)
+    ran_on: str = ""  # the Engine
+    carried: int = 0  # symbols continued from their stored carry (one metrics_carry row read each)
+    warmed: int = 0  # symbols recomputed from a warm-up of stored bars
+
+    @property
+    def rows_read(self) -> int:
+        """PostgreSQL rows read to compute the metrics: bars and carries."""
+        return self.bars_read + self.carried
 
 
 def output_schema() -> StructType:
@@ -114,6 +125,17 @@ def bars_with_warmup_sql(
     """
 
 
+def bars_after_sql(after: dict[str, dt.datetime]) -> str:
+    """Each symbol's bars after its carry's last bar (as bars_with_warmup_sql(epoch_us=True) gives them)."""
+    us = "(extract(epoch FROM {}) * 1000000)::bigint"
+    return f"""
+        SELECT b.symbol, {us.format("b.ts")} AS ts, b.open, b.high, b.low, b.close, b.volume, b.vwap,
+               {us.format("s.after")} AS emit_from
+        FROM (VALUES {_scope_sql(after)}) AS s(symbol, after)
+        JOIN bars_1m b ON b.symbol = s.symbol AND b.ts > s.after
+    """
+
+
 def bars_with_warmup(
     spark: SparkSession, scope: dict[str, dt.datetime], warmup_bars: int, until: dt.datetime | None = None
 ) -> DataFrame:
@@ -143,28 +165,80 @@ def read_bars_arrow(conn: psycopg.Connection, query: str) -> pa.Table:
     )
 
 
-def compute_in_driver(bars: pa.Table, profiles: DetectorProfiles | None = None) -> pa.Table:
-    """The metrics of every symbol in `bars` (warm-up included), from each symbol's `emit_from` on: the kernels
-    of compute_symbol, run over all symbols of one detector profile at once (MetricsStream keeps each symbol's
-    state apart)."""
+def compute_in_driver(
+    bars: pa.Table,
+    profiles: DetectorProfiles | None = None,
+    carries: Mapping[str, sparktrends.CarryState] | None = None,
+) -> tuple[pa.Table, dict[str, sparktrends.CarryState]]:
+    """The metrics of every symbol in `bars`, from each symbol's `emit_from` on, and each symbol's carry after its
+    last bar: the kernels of compute_symbol, run over all symbols of one detector profile at once (MetricsStream
+    keeps each symbol's state apart). A symbol with a carry continues from it; its bars must all come after it."""
     if bars.num_rows == 0:
-        return sparktrends.METRICS_SCHEMA.empty_table()
+        return sparktrends.METRICS_SCHEMA.empty_table(), {}
     profiles = profiles or DetectorProfiles()
+    carries = carries or {}
     bars = bars.sort_by([("symbol", "ascending"), ("ts", "ascending")])
     by_profile: dict[str, list[str]] = {}
     for symbol in pc.unique(bars.column("symbol")).to_pylist():
         by_profile.setdefault(profiles.profile_of(symbol), []).append(symbol)
-    parts = []
+    parts, next_carries = [], {}
     for symbols in by_profile.values():
         part = bars.filter(pc.is_in(bars.column("symbol"), pa.array(symbols)))
-        settings = profiles.settings_for(symbols[0])
-        metrics = pa.Table.from_batches(
-            sparktrends.map_in_arrow_with(part.drop_columns(["emit_from"]).to_batches(), settings),
-            schema=sparktrends.METRICS_SCHEMA,
-        )
-        # map_in_arrow keeps the input's row order, so the bars' emit_from lines up with the metrics rows.
+        stream = sparktrends.MetricsStream(sparktrends.MetricsConfig(**profiles.settings_for(symbols[0])))
+        for symbol in symbols:
+            if symbol in carries:
+                stream.set_carry(symbol, carries[symbol])
+        batches = [stream.process(b) for b in part.drop_columns(["emit_from"]).to_batches() if b.num_rows]
+        metrics = pa.Table.from_batches(batches, schema=sparktrends.METRICS_SCHEMA)
+        # process keeps the input's row order, so the bars' emit_from lines up with the metrics rows.
         parts.append(metrics.filter(pc.greater_equal(metrics.column("ts"), part.column("emit_from"))))
-    return pa.concat_tables(parts)
+        next_carries.update({symbol: carry for symbol in symbols if (carry := stream.carry(symbol)) is not None})
+    return pa.concat_tables(parts), next_carries
+
+
+def load_carries(
+    conn: psycopg.Connection, scope: dict[str, dt.datetime], profiles: DetectorProfiles
+) -> dict[str, sparktrends.CarryState]:
+    """The stored carries a scoped symbol can continue from: its changed bars all come after the carry, and the
+    carry restores under its profile's windows (a carry of another version or other windows is not used)."""
+    rows = conn.execute(
+        "SELECT symbol, last_ts, state FROM metrics_carry WHERE symbol = ANY(%s)", (list(scope),)
+    ).fetchall()
+    usable = {}
+    for symbol, last_ts, state in rows:
+        if scope[symbol] <= last_ts:
+            continue  # a late, repaired or corrected bar: recomputed from the warm-up
+        try:
+            config = sparktrends.MetricsConfig(**profiles.settings_for(symbol))
+            usable[symbol] = sparktrends.CarryState(bytes(state), config)
+        except ValueError:
+            continue
+    return usable
+
+
+SAVE_CARRIES = """
+    INSERT INTO metrics_carry (symbol, last_ts, profile, state)
+    SELECT symbol, 'epoch'::timestamptz + last_us * interval '1 microsecond', profile, state
+    FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[]) AS c(symbol, last_us, profile, state)
+    ON CONFLICT (symbol) DO UPDATE
+        SET last_ts = EXCLUDED.last_ts, profile = EXCLUDED.profile, state = EXCLUDED.state, updated_at = now()
+"""
+
+
+def _save_carries(
+    conn: psycopg.Connection, carries: Mapping[str, sparktrends.CarryState], profiles: DetectorProfiles
+) -> None:
+    symbols = sorted(s for s, c in carries.items() if c.last_ts_us is not None)
+    if symbols:
+        conn.execute(
+            SAVE_CARRIES,
+            (
+                symbols,
+                [carries[s].last_ts_us for s in symbols],
+                [profiles.profile_of(s) for s in symbols],
+                [carries[s].to_bytes() for s in symbols],
+            ),
+        )
 
 
 MERGE_METRICS = f"""
@@ -227,38 +301,52 @@ STAGED_COLUMNS = ["symbol", "ts", *METRIC_COLUMNS, *ANOMALY_COLUMNS]
 
 
 def recompute(
-    spark: SparkSession,
+    spark: SparkSession | None,
     scope: dict[str, dt.datetime],
     warmup_bars: int = DEFAULT_WARMUP_BARS,
     until: dt.datetime | None = None,
-    driver_max_rows: int = 0,
+    engine: Engine = "driver",
     profiles: DetectorProfiles | None = None,
 ) -> RecomputeResult:
-    """Recompute and merge the metrics of every symbol in `scope` from its earliest changed bar on; in the
-    driver when the bars to read (warm-up included) are at most `driver_max_rows`, else on the cluster."""
+    """Recompute and merge the metrics of every symbol in `scope` from its earliest changed bar on (up to `until`),
+    on `engine` (module docstring)."""
     started = time.monotonic()
     if not scope:
         return RecomputeResult(0, 0, 0, 0.0)
-    if profiles is not None:
-        warmup_bars = max(warmup_bars, profiles.warmup_bars())
+    profiles = profiles or DetectorProfiles()
+    warmup_bars = max(warmup_bars, profiles.warmup_bars())
     run_id = uuid.uuid4().hex
     with pg_connect() as conn:
         lock_symbols(conn, scope)
-        bars_read, ran_on = 0, "cluster"
-        if driver_max_rows > 0:
-            query = bars_with_warmup_sql(scope, warmup_bars, until, epoch_us=True)
-            (bars_read,) = conn.execute(f"SELECT count(*) FROM ({query}) q").fetchone() or (0,)
-            if bars_read <= driver_max_rows:
-                ran_on = "driver"
-                _stage(conn, run_id, compute_in_driver(read_bars_arrow(conn, query), profiles))
-        if ran_on == "cluster":
-            bars = bars_with_warmup(spark, scope, warmup_bars, until)
-            compute = symbol_computer(profiles or DetectorProfiles())
-            metrics = bars.groupBy("symbol").applyInArrow(compute, output_schema())
-            staged = metrics.select(*STAGED_COLUMNS).withColumn("run_id", F.lit(run_id))
+        bars_read, carries = 0, {}
+        if engine == "driver":
+            carries = load_carries(conn, scope, profiles) if until is None else {}
+            after_carries = {symbol: carry_ts(carries[symbol]) for symbol in carries}
+            warm = {symbol: earliest for symbol, earliest in scope.items() if symbol not in carries}
+            queries = []
+            if warm:
+                queries.append(bars_with_warmup_sql(warm, warmup_bars, until, epoch_us=True))
+            if after_carries:
+                queries.append(bars_after_sql(after_carries))
+            bars = pa.concat_tables([read_bars_arrow(conn, q) for q in queries])
+            bars_read = bars.num_rows
+            metrics, next_carries = compute_in_driver(bars, profiles, carries)
+            _stage(conn, run_id, metrics)
+            if until is None:
+                _save_carries(conn, next_carries, profiles)
+            else:
+                conn.execute("DELETE FROM metrics_carry WHERE symbol = ANY(%s)", (list(scope),))
+        else:
+            if spark is None:
+                raise ValueError("the cluster engine needs a Spark session")
+            bars_df = bars_with_warmup(spark, scope, warmup_bars, until)
+            metrics_df = bars_df.groupBy("symbol").applyInArrow(symbol_computer(profiles), output_schema())
+            staged = metrics_df.select(*STAGED_COLUMNS).withColumn("run_id", F.lit(run_id))
             staged.write.format("jdbc").options(**jdbc_options()).option("dbtable", "metrics_staging").mode(
                 "append"
             ).save()
+            # Carries are built by the driver only: these symbols' next live bar warms up once and stores one.
+            conn.execute("DELETE FROM metrics_carry WHERE symbol = ANY(%s)", (list(scope),))
         with conn.cursor() as cur:
             cur.execute(MERGE_METRICS, {"run_id": run_id})
             metric_rows = cur.rowcount
@@ -268,8 +356,20 @@ def recompute(
             cur.execute("DELETE FROM metrics_staging WHERE run_id = %(run_id)s", {"run_id": run_id})
         conn.commit()
     return RecomputeResult(
-        len(scope), metric_rows, new_anomalies, time.monotonic() - started, bars_read=bars_read, ran_on=ran_on
+        len(scope),
+        metric_rows,
+        new_anomalies,
+        time.monotonic() - started,
+        bars_read=bars_read,
+        ran_on=engine,
+        carried=len(carries),
+        warmed=len(scope) - len(carries),
     )
+
+
+def carry_ts(carry: sparktrends.CarryState) -> dt.datetime:
+    """The time of the last bar behind `carry`."""
+    return dt.datetime.fromtimestamp(0, dt.timezone.utc) + dt.timedelta(microseconds=carry.last_ts_us or 0)
 
 
 # First key of the two-part advisory locks on a symbol's metrics ('SM'); the alerter's delivery locks use 'ST',
@@ -355,16 +455,14 @@ _UPSERT_BARS = _bar_sql()
 
 
 def apply_bars(
-    spark: SparkSession,
     bars: list[dict],
     warmup_bars: int = DEFAULT_WARMUP_BARS,
-    driver_max_rows: int = DEFAULT_DRIVER_MAX_ROWS,
     profiles: DetectorProfiles | None = None,
 ) -> RecomputeResult:
     """Closed bars (dicts of BAR_FIELDS, as the bars topic carries them) into bar_versions and, by the origin
     rule, bars_1m; then the metrics of each symbol whose bar of record changed, from its earliest changed bar
-    on, so a late or corrected bar repairs what follows it. Both writes are idempotent: replaying the same
-    bars changes nothing."""
+    on, so a late or corrected bar repairs what follows it, in the driver (no Spark job: a live bar continues
+    from its symbol's carry). Both writes are idempotent: replaying the same bars changes nothing."""
     if not bars:
         return RecomputeResult(0, 0, 0, 0.0)
     params = [[bar.get(f) for bar in bars] for f in BAR_FIELDS]
@@ -374,7 +472,7 @@ def apply_bars(
     scope: dict[str, dt.datetime] = {}
     for symbol, ts in changed:
         scope[symbol] = min(scope.get(symbol, ts), ts)
-    return recompute(spark, scope, warmup_bars, driver_max_rows=driver_max_rows, profiles=profiles)
+    return recompute(None, scope, warmup_bars, engine="driver", profiles=profiles)
 
 
 def _stage(conn: psycopg.Connection, run_id: str, metrics: pa.Table) -> None:

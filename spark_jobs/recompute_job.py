@@ -40,7 +40,12 @@ def main() -> None:
     scope = {symbol: earliest for symbol, earliest in rows}
     spark = spark_session("sparktrends-recompute")
     result = recompute(
-        spark, scope, args.warmup_bars, until=args.end, profiles=detector_profiles.load(args.detector_config)
+        spark,
+        scope,
+        args.warmup_bars,
+        until=args.end,
+        engine="cluster",
+        profiles=detector_profiles.load(args.detector_config),
     )
     print(
         f"recompute: {result.symbols} symbols, {result.metric_rows} metric rows, "

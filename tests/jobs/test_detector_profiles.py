@@ -68,7 +68,7 @@ def kinds(table: pa.Table, symbol: str) -> set[str]:
 
 def test_each_symbol_is_computed_with_its_profile_on_both_paths():
     table = pa.concat_tables([bars("ETHUSDT", 200, 1), bars("MSFT", 200, 2), bars("AAPL", 200, 3)])
-    driver = compute_in_driver(table, PROFILES)
+    driver, _ = compute_in_driver(table, PROFILES)
     assert "price_jump" in kinds(driver, "MSFT"), "the default profile alerts the jump"
     assert "price_jump" not in kinds(driver, "ETHUSDT"), "the crypto profile's threshold is far above it"
     for symbol in ("ETHUSDT", "MSFT", "AAPL"):
@@ -82,8 +82,8 @@ def test_each_symbol_is_computed_with_its_profile_on_both_paths():
 
 def test_without_a_file_every_symbol_runs_the_package_defaults():
     table = bars("ETHUSDT", 120, 4)
-    assert compute_in_driver(table, DetectorProfiles()).to_pylist() == compute_in_driver(table).to_pylist()
-    assert "price_jump" in kinds(compute_in_driver(table), "ETHUSDT")
+    assert compute_in_driver(table, DetectorProfiles())[0].to_pylist() == compute_in_driver(table)[0].to_pylist()
+    assert "price_jump" in kinds(compute_in_driver(table)[0], "ETHUSDT")
 
 
 def test_the_jobs_default_profiles_follow_asset_classes(monkeypatch):

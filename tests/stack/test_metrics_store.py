@@ -4,6 +4,7 @@ recomputations of one symbol never overlap."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 import threading
 import time
 import uuid
@@ -13,6 +14,8 @@ import pyarrow as pa
 import pytest
 
 from spark_jobs.metrics_store import SYMBOL_LOCK_NAMESPACE, apply_bars, compute_in_driver, compute_symbol
+from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
+from tests.stack.test_metrics_job import make_bars
 
 MINUTE_US = 60_000_000
 
@@ -44,7 +47,7 @@ def test_driver_path_equals_per_symbol_groups() -> None:
     everything = pa.concat_tables(groups)
     shuffled = everything.take(pa.array(rng.permutation(everything.num_rows)))
 
-    in_driver = compute_in_driver(shuffled)
+    in_driver, _ = compute_in_driver(shuffled)
 
     on_cluster = pa.concat_tables([compute_symbol(group) for group in groups])
     assert in_driver.num_rows == (700 - 512) + 40 + 1
@@ -55,7 +58,7 @@ def test_driver_path_equals_per_symbol_groups() -> None:
 
 def test_driver_path_of_nothing_is_empty() -> None:
     empty = bars("X", 1, 0, np.random.default_rng(1)).slice(0, 0)
-    assert compute_in_driver(empty).num_rows == 0
+    assert compute_in_driver(empty)[0].num_rows == 0
 
 
 def test_recomputations_of_one_symbol_wait_for_each_other(stack_env, pg, monkeypatch) -> None:
@@ -89,7 +92,7 @@ def test_recomputations_of_one_symbol_wait_for_each_other(stack_env, pg, monkeyp
     finished = threading.Event()
 
     def apply_in_driver() -> None:
-        apply_bars(None, rows)  # type: ignore[arg-type] # in the driver: no Spark session needed
+        apply_bars(rows)
         finished.set()
 
     def metrics_rows() -> int:
@@ -168,8 +171,8 @@ def test_anomalies_of_old_bars_are_recorded_and_only_live_ones_await_posting(sta
         monkeypatch.setenv(name, stack_env[name])
     now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
     live, old = (f"{kind}{uuid.uuid4().hex[:5].upper()}" for kind in ("LIVE", "OLD"))
-    apply_bars(None, jump_bars(live, now - dt.timedelta(minutes=1)))  # type: ignore[arg-type] # driver path
-    apply_bars(None, jump_bars(old, now - dt.timedelta(hours=3)))  # type: ignore[arg-type]
+    apply_bars(jump_bars(live, now - dt.timedelta(minutes=1)))
+    apply_bars(jump_bars(old, now - dt.timedelta(hours=3)))
 
     def outbox(symbol: str) -> list[tuple[str, str]]:
         return pg.execute(
@@ -185,5 +188,43 @@ def test_anomalies_of_old_bars_are_recorded_and_only_live_ones_await_posting(sta
     # never turns into news.
     corrected = jump_bars(old, now - dt.timedelta(hours=3))[-8:]
     corrected[0]["volume"] += 1.0
-    assert apply_bars(None, corrected).metric_rows >= 8  # type: ignore[arg-type]
+    assert apply_bars(corrected).metric_rows >= 8
     assert {status for status, _ in outbox(old)} == {"recorded"}
+
+
+def test_live_bars_continue_from_the_stored_carry_and_a_late_bar_warms_up_again(stack_env, pg, monkeypatch) -> None:
+    """Issue 16: a live bar reads its symbol's carry and itself (two rows, whatever the history), and its metrics
+    are those of the whole history bit for bit, EWMA included; a late bar at or before the carry recomputes from
+    the warm-up and leaves a carry the next live bar continues from."""
+    for name in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        monkeypatch.setenv(name, stack_env[name])
+    symbol = f"CARRY{uuid.uuid4().hex[:5].upper()}"
+    start_ms = int(time.time() * 1000) // 60_000 * 60_000 - 900 * 60_000
+    rows = [dict(b, origin="provider") for b in make_bars(symbol, start_ms, 760, random.Random(4))]
+    history, live = rows[:700], rows[700:]
+
+    first = apply_bars(history)
+    assert (first.carried, first.warmed, first.bars_read) == (0, 1, 700)
+    (carry_ts,) = pg.execute("SELECT last_ts FROM metrics_carry WHERE symbol = %s", (symbol,)).fetchone()
+    assert carry_ts == dt.datetime.fromtimestamp(history[-1]["ts_ms"] / 1000, dt.UTC)
+
+    for bar in live[:30]:
+        result = apply_bars([bar])
+        assert (result.carried, result.warmed, result.bars_read, result.rows_read) == (1, 0, 1, 2)
+    # A corrected bar inside the history: recomputed from the warm-up before it, and the carry replaced.
+    corrected = dict(history[650], close=history[650]["close"] * 1.002)
+    corrected["high"] = max(corrected["high"], corrected["close"])
+    late = apply_bars([corrected])
+    assert (late.carried, late.warmed) == (0, 1)
+    assert late.bars_read == 512 + (730 - 650)
+    for bar in live[30:]:
+        assert apply_bars([bar]).carried == 1
+
+    final = [corrected if b is history[650] else b for b in rows]
+    stored = stored_metrics(pg, [symbol])
+    assert_same_metrics(stored, expected_metrics(final))
+    # The live bars after the correction continued from a carry: their EWMA is the full history's, exactly.
+    expected = expected_metrics(final)
+    for bar in live[30:]:
+        key = (symbol, dt.datetime.fromtimestamp(bar["ts_ms"] / 1000, dt.UTC))
+        assert stored[key]["vol_ewma"] == expected[key]["vol_ewma"]
