@@ -27,7 +27,6 @@ per-batch cost on the same 2 cores (docs/benchmarks.md has the measurements).
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from datetime import datetime
 
@@ -47,7 +46,7 @@ from spark_jobs.common import (
 )
 from spark_jobs.contracts import APPLIED_HEADER, REJECT_FIELDS
 from spark_jobs.detector_profiles import DetectorProfiles
-from spark_jobs.metrics_store import BAR_FIELDS, apply_bars
+from spark_jobs.metrics_store import BAR_FIELDS, Bar, apply_bars
 from spark_jobs.store import DEFAULT_REJECT_RETENTION, insert_rejects, purge_old_rejects, retrying_through_outages
 from sparktrends import contract
 
@@ -141,7 +140,7 @@ BAR, REJECT = "bar", "reject"
 
 def bar_and_reject_records(trades: DataFrame, watermark: str, partitions: int) -> DataFrame:
     """Parsed trades -> one stream of both outputs; `kind` says which. Bars carry their Kafka key and JSON
-    value, rejects the columns of `rejected_messages`.
+    value and their fields, rejects the columns of `rejected_messages`.
 
     Both branches read one shuffle by the deduplication key, so a micro-batch reads and parses the topic once:
     the deduplication needs exactly that partitioning, and Spark reuses the shuffle's output for the rejects
@@ -163,7 +162,10 @@ def bar_and_reject_records(trades: DataFrame, watermark: str, partitions: int) -
         "bars", F.count(F.lit(1)).alias("bars_out"), F.sum("trades").alias("trades_in_bars")
     )
     bar_records = bars.select(
-        F.lit(BAR).alias("kind"), F.col("symbol").alias("key"), F.to_json(F.struct(*bars.columns)).alias("value")
+        F.lit(BAR).alias("kind"),
+        F.col("symbol").alias("key"),
+        F.to_json(F.struct(*bars.columns)).alias("value"),
+        *bars.columns,  # for the driver's typed Bar; flat, since toArrow fails on a null struct (the rejects')
     )
 
     rejects = (
@@ -192,10 +194,11 @@ def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callab
     Any failure fails the batch, which is replayed from its offsets; every write is idempotent."""
 
     def write(batch: DataFrame, batch_id: int) -> None:
-        rows = batch.select("kind", "key", "value", *REJECT_FIELDS).collect()
-        bars = [(r["key"], r["value"]) for r in rows if r["kind"] == BAR]
-        result = apply_bars([json.loads(value) for _, value in bars], profiles=profiles)  # to_json omits nulls
-        produce(bars_topic, bars, headers={APPLIED_HEADER: "bars_job"})
+        # Collected as Arrow: no Row object per value.
+        rows = batch.select("kind", "key", "value", *BAR_FIELDS, *REJECT_FIELDS).toArrow().to_pylist()
+        bars = [r for r in rows if r["kind"] == BAR]
+        result = apply_bars([Bar.of(r) for r in bars], profiles=profiles)
+        produce(bars_topic, [(r["key"], r["value"]) for r in bars], headers={APPLIED_HEADER: "bars_job"})
         insert_rejects("bars_job", [r for r in rows if r["kind"] == REJECT])
         if bars:
             print(

@@ -35,7 +35,7 @@ from spark_jobs import contracts
 from spark_jobs.common import kafka_bootstrap, produce
 from spark_jobs.contracts import APPLIED_HEADER
 from spark_jobs.detector_profiles import DetectorProfiles
-from spark_jobs.metrics_store import BAR_FIELDS, apply_bars
+from spark_jobs.metrics_store import Bar, apply_bars
 from spark_jobs.store import insert_rejects, pg_connect
 from sparktrends import contract
 
@@ -169,13 +169,13 @@ def trades_of_minutes(spark: SparkSession, topic: str, gaps: Sequence[Gap]) -> D
     )
 
 
-def rebuild_bars(spark: SparkSession, topic: str, gaps: Sequence[Gap]) -> list[dict]:
-    """The bars of the gaps' minutes, as the bars query builds them, as dicts of the bar message's fields."""
+def rebuild_bars(spark: SparkSession, topic: str, gaps: Sequence[Gap]) -> list[Bar]:
+    """The bars of the gaps' minutes, as the bars query builds them."""
     from spark_jobs.bars_job import build_bars, with_event_time  # the bars job imports this module
 
     trades = with_event_time(trades_of_minutes(spark, topic, gaps), "0 seconds")
     bars = build_bars(trades).collect()
-    return [{f: row[f] for f in BAR_FIELDS if row[f] is not None} for row in bars]
+    return [Bar.of(row.asDict()) for row in bars]
 
 
 def repair(
@@ -211,10 +211,10 @@ def repair(
         started = time.monotonic()
         bars = rebuild_bars(spark, trades_topic, repaired)
         result = apply_bars(bars, profiles=profiles)
-        produce(bars_topic, [(b["symbol"], json.dumps(b)) for b in bars], headers={APPLIED_HEADER: "bars_job"})
+        produce(bars_topic, [(b.symbol, b.to_json()) for b in bars], headers={APPLIED_HEADER: "bars_job"})
         per_symbol: dict[str, int] = {}
         for bar in bars:
-            per_symbol[bar["symbol"]] = per_symbol.get(bar["symbol"], 0) + 1
+            per_symbol[bar.symbol] = per_symbol.get(bar.symbol, 0) + 1
         mark_rebuilt(repaired, per_symbol)
         print(
             f"[{job}] batch={batch_id} rebuilt {len(bars)} bar(s) of {len(repaired)} repaired gap(s) "

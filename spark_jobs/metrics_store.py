@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 import pyarrow as pa
@@ -41,6 +42,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
 
 import sparktrends
+from spark_jobs import carries
 from spark_jobs.common import jdbc_options
 from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.store import pg_connect
@@ -63,13 +65,15 @@ class RecomputeResult:
     seconds: float
     bars_read: int = 0  # rows of bars_1m read (warm-up included)
     ran_on: str = ""  # the Engine
-    carried: int = 0  # symbols continued from their stored carry (one metrics_carry row read each)
+    carried: int = 0  # symbols continued from a carry (spark_jobs/carries.py)
     warmed: int = 0  # symbols recomputed from a warm-up of stored bars
+    carry_rows_read: int = 0  # metrics_carry rows read (without and with the state)
+    carries_from_memory: int = 0  # carried symbols whose state came from the driver's cache
 
     @property
     def rows_read(self) -> int:
-        """PostgreSQL rows read to compute the metrics: bars and carries."""
-        return self.bars_read + self.carried
+        """PostgreSQL rows read to compute the metrics: bars and metrics_carry rows."""
+        return self.bars_read + self.carry_rows_read
 
 
 def output_schema() -> StructType:
@@ -126,13 +130,17 @@ def bars_with_warmup_sql(
 
 
 def bars_after_sql(after: dict[str, dt.datetime]) -> str:
-    """Each symbol's bars after its carry's last bar (as bars_with_warmup_sql(epoch_us=True) gives them)."""
+    """Each symbol's bars after its carry's last bar (as bars_with_warmup_sql(epoch_us=True) gives them). LATERAL
+    keeps it one index range scan per symbol: a plain join of thousands of VALUES rows is planned as a hash join
+    over the whole of bars_1m (0.4 s at 5,000 symbols with 600 bars each)."""
     us = "(extract(epoch FROM {}) * 1000000)::bigint"
     return f"""
-        SELECT b.symbol, {us.format("b.ts")} AS ts, b.open, b.high, b.low, b.close, b.volume, b.vwap,
+        SELECT s.symbol, {us.format("b.ts")} AS ts, b.open, b.high, b.low, b.close, b.volume, b.vwap,
                {us.format("s.after")} AS emit_from
         FROM (VALUES {_scope_sql(after)}) AS s(symbol, after)
-        JOIN bars_1m b ON b.symbol = s.symbol AND b.ts > s.after
+        CROSS JOIN LATERAL (
+            SELECT * FROM bars_1m b WHERE b.symbol = s.symbol AND b.ts > s.after ORDER BY b.ts
+        ) b
     """
 
 
@@ -194,51 +202,6 @@ def compute_in_driver(
         parts.append(metrics.filter(pc.greater_equal(metrics.column("ts"), part.column("emit_from"))))
         next_carries.update({symbol: carry for symbol in symbols if (carry := stream.carry(symbol)) is not None})
     return pa.concat_tables(parts), next_carries
-
-
-def load_carries(
-    conn: psycopg.Connection, scope: dict[str, dt.datetime], profiles: DetectorProfiles
-) -> dict[str, sparktrends.CarryState]:
-    """The stored carries a scoped symbol can continue from: its changed bars all come after the carry, and the
-    carry restores under its profile's windows (a carry of another version or other windows is not used)."""
-    rows = conn.execute(
-        "SELECT symbol, last_ts, state FROM metrics_carry WHERE symbol = ANY(%s)", (list(scope),)
-    ).fetchall()
-    usable = {}
-    for symbol, last_ts, state in rows:
-        if scope[symbol] <= last_ts:
-            continue  # a late, repaired or corrected bar: recomputed from the warm-up
-        try:
-            config = sparktrends.MetricsConfig(**profiles.settings_for(symbol))
-            usable[symbol] = sparktrends.CarryState(bytes(state), config)
-        except ValueError:
-            continue
-    return usable
-
-
-SAVE_CARRIES = """
-    INSERT INTO metrics_carry (symbol, last_ts, profile, state)
-    SELECT symbol, 'epoch'::timestamptz + last_us * interval '1 microsecond', profile, state
-    FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[]) AS c(symbol, last_us, profile, state)
-    ON CONFLICT (symbol) DO UPDATE
-        SET last_ts = EXCLUDED.last_ts, profile = EXCLUDED.profile, state = EXCLUDED.state, updated_at = now()
-"""
-
-
-def _save_carries(
-    conn: psycopg.Connection, carries: Mapping[str, sparktrends.CarryState], profiles: DetectorProfiles
-) -> None:
-    symbols = sorted(s for s, c in carries.items() if c.last_ts_us is not None)
-    if symbols:
-        conn.execute(
-            SAVE_CARRIES,
-            (
-                symbols,
-                [carries[s].last_ts_us for s in symbols],
-                [profiles.profile_of(s) for s in symbols],
-                [carries[s].to_bytes() for s in symbols],
-            ),
-        )
 
 
 MERGE_METRICS = f"""
@@ -308,34 +271,50 @@ def recompute(
     engine: Engine = "driver",
     profiles: DetectorProfiles | None = None,
 ) -> RecomputeResult:
-    """Recompute and merge the metrics of every symbol in `scope` from its earliest changed bar on (up to `until`),
-    on `engine` (module docstring)."""
-    started = time.monotonic()
+    """Recompute and merge the metrics of every symbol in `scope` (symbol -> earliest changed bar) from its
+    earliest changed bar on (up to `until`), on `engine` (module docstring), in one transaction."""
     if not scope:
         return RecomputeResult(0, 0, 0, 0.0)
-    profiles = profiles or DetectorProfiles()
-    warmup_bars = max(warmup_bars, profiles.warmup_bars())
-    run_id = uuid.uuid4().hex
     with pg_connect() as conn:
         lock_symbols(conn, scope)
-        bars_read, carries = 0, {}
-        if engine == "driver":
-            carries = load_carries(conn, scope, profiles) if until is None else {}
-            after_carries = {symbol: carry_ts(carries[symbol]) for symbol in carries}
-            warm = {symbol: earliest for symbol, earliest in scope.items() if symbol not in carries}
-            queries = []
-            if warm:
-                queries.append(bars_with_warmup_sql(warm, warmup_bars, until, epoch_us=True))
-            if after_carries:
-                queries.append(bars_after_sql(after_carries))
-            bars = pa.concat_tables([read_bars_arrow(conn, q) for q in queries])
-            bars_read = bars.num_rows
-            metrics, next_carries = compute_in_driver(bars, profiles, carries)
+        return _recompute_locked(conn, spark, scope, warmup_bars, until, engine, profiles)
+
+
+def _recompute_locked(
+    conn: psycopg.Connection,
+    spark: SparkSession | None,
+    scope: dict[str, dt.datetime],
+    warmup_bars: int,
+    until: dt.datetime | None,
+    engine: Engine,
+    profiles: DetectorProfiles | None,
+    appended_after: Mapping[str, dt.datetime | None] | None = None,
+    new_bars: pa.Table | None = None,
+) -> RecomputeResult:
+    """recompute, in `conn`'s transaction, which holds the locks of `scope`'s symbols; commits. `appended_after`
+    names the symbols whose changed bars all come after their last bar before the change (the value; None for a
+    new symbol): any other change rewrote history, and every cached carry of it is abandoned
+    (spark_jobs/carries.py). `new_bars` (read_bars_arrow's columns) are the changed bars, when the caller wrote
+    them in this transaction."""
+    started = time.monotonic()
+    profiles = profiles or DetectorProfiles()
+    warmup_bars = max(warmup_bars, profiles.warmup_bars())
+    appended_after = appended_after or {}
+    run_id = uuid.uuid4().hex
+    bars_read, planned, computed, generations = 0, carries.Plan(), {}, {}
+    try:
+        if engine == "driver" and until is None:
+            planned = carries.plan(conn, scope, profiles)
+            bars = _bars_to_compute(conn, scope, planned, warmup_bars, appended_after, new_bars)
+            bars_read = bars.num_rows - (pc.sum(bars.column("given")).as_py() or 0)
+            metrics, computed = compute_in_driver(bars.drop_columns(["given"]), profiles, planned.carries)
             _stage(conn, run_id, metrics)
-            if until is None:
-                _save_carries(conn, next_carries, profiles)
-            else:
-                conn.execute("DELETE FROM metrics_carry WHERE symbol = ANY(%s)", (list(scope),))
+            generations = carries.save(conn, planned, computed, set(appended_after), profiles)
+        elif engine == "driver":
+            bars = read_bars_arrow(conn, bars_with_warmup_sql(scope, warmup_bars, until, epoch_us=True))
+            bars_read = bars.num_rows
+            _stage(conn, run_id, compute_in_driver(bars, profiles)[0])
+            carries.forget(conn, list(scope))  # the metrics after `until` were not recomputed
         else:
             if spark is None:
                 raise ValueError("the cluster engine needs a Spark session")
@@ -345,8 +324,8 @@ def recompute(
             staged.write.format("jdbc").options(**jdbc_options()).option("dbtable", "metrics_staging").mode(
                 "append"
             ).save()
-            # Carries are built by the driver only: these symbols' next live bar warms up once and stores one.
-            conn.execute("DELETE FROM metrics_carry WHERE symbol = ANY(%s)", (list(scope),))
+            # Carries are built in the driver only: these symbols' next live bar warms up once and stores one.
+            carries.forget(conn, list(scope))
         with conn.cursor() as cur:
             cur.execute(MERGE_METRICS, {"run_id": run_id})
             metric_rows = cur.rowcount
@@ -355,6 +334,10 @@ def recompute(
             new_anomalies = cur.rowcount
             cur.execute("DELETE FROM metrics_staging WHERE run_id = %(run_id)s", {"run_id": run_id})
         conn.commit()
+    except BaseException:
+        carries.CACHE.drop(carries.database_key(conn), list(scope))
+        raise
+    carries.remember(conn, computed, generations, profiles)
     return RecomputeResult(
         len(scope),
         metric_rows,
@@ -362,14 +345,45 @@ def recompute(
         time.monotonic() - started,
         bars_read=bars_read,
         ran_on=engine,
-        carried=len(carries),
-        warmed=len(scope) - len(carries),
+        carried=len(planned.carries),
+        warmed=len(scope) - len(planned.carries),
+        carry_rows_read=planned.rows_read,
+        carries_from_memory=planned.from_cache,
     )
 
 
-def carry_ts(carry: sparktrends.CarryState) -> dt.datetime:
-    """The time of the last bar behind `carry`."""
-    return dt.datetime.fromtimestamp(0, dt.timezone.utc) + dt.timedelta(microseconds=carry.last_ts_us or 0)
+def _bars_to_compute(
+    conn: psycopg.Connection,
+    scope: Mapping[str, dt.datetime],
+    planned: carries.Plan,
+    warmup_bars: int,
+    appended_after: Mapping[str, dt.datetime | None],
+    new_bars: pa.Table | None,
+) -> pa.Table:
+    """The bars each symbol's metrics are computed from, with a `given` column (true: from `new_bars`, not read):
+    a carried symbol's bars after its carry (the new bars themselves when the carry ends at the bar before
+    them), the others' warm-up and everything after it."""
+    given: list[str] = []
+    read_after: dict[str, dt.datetime] = {}
+    for symbol, carry in planned.carries.items():
+        carried_to = carries.last_ts(carry)
+        if new_bars is not None and symbol in appended_after and appended_after[symbol] == carried_to:
+            given.append(symbol)
+        else:
+            read_after[symbol] = carried_to
+    warm = {symbol: earliest for symbol, earliest in scope.items() if symbol not in planned.carries}
+    parts = []
+    if given and new_bars is not None:
+        parts.append(_flagged(new_bars.filter(pc.is_in(new_bars.column("symbol"), pa.array(given))), True))
+    if warm:
+        parts.append(_flagged(read_bars_arrow(conn, bars_with_warmup_sql(warm, warmup_bars, epoch_us=True)), False))
+    if read_after:
+        parts.append(_flagged(read_bars_arrow(conn, bars_after_sql(read_after)), False))
+    return pa.concat_tables(parts)
+
+
+def _flagged(bars: pa.Table, given: bool) -> pa.Table:
+    return bars.append_column("given", pa.array([given] * bars.num_rows, pa.bool_()))
 
 
 # First key of the two-part advisory locks on a symbol's metrics ('SM'); the alerter's delivery locks use 'ST',
@@ -394,11 +408,14 @@ def lock_symbols(
     earlier saw: without it, one that read an older snapshot could commit last and leave stale metrics.
     Taken in the order of the lock keys (two symbols may share one), so overlapping holders cannot deadlock.
     Waits at most `timeout_s`, then raises SymbolsLocked naming the sessions that hold them."""
-    keys = conn.execute("SELECT DISTINCT hashtext(s) FROM unnest(%s::text[]) AS s ORDER BY 1", (list(scope),))
     conn.execute(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'")
     try:
-        with conn.cursor() as cur:
-            cur.executemany(f"SELECT pg_advisory_xact_lock({SYMBOL_LOCK_NAMESPACE}, %s)", keys.fetchall())
+        # One statement: the aggregate takes the locks row by row in the subquery's order.
+        conn.execute(
+            f"SELECT count(pg_advisory_xact_lock({SYMBOL_LOCK_NAMESPACE}, k)) FROM "
+            "(SELECT DISTINCT hashtext(s) AS k FROM unnest(%s::text[]) AS s ORDER BY 1) keys",
+            (list(scope),),
+        )
     except psycopg.errors.LockNotAvailable as err:
         raise SymbolsLocked(
             f"waited {timeout_s:g}s for {len(scope)} symbol(s) held by another recomputation "
@@ -420,6 +437,38 @@ def _symbol_lock_holders() -> str:
 
 
 BAR_FIELDS = contract.messages()["bar"].field_names  # as the bars topic carries them (ts_ms: epoch ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """A closed 1-minute bar, as the bars topic carries it: the contract's `bar` message (contracts/messages.json;
+    tests/jobs/test_bar_type.py holds the fields, their types and which are required to it)."""
+
+    source: str
+    symbol: str
+    ts_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int | None = None
+    vwap: float | None = None
+    taker_buy_volume: float | None = None
+    first_trade_id: int | None = None
+    last_trade_id: int | None = None
+    origin: str | None = None
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> Bar:
+        """The bar of a record with (at least) the contract's fields: a collected row, a parsed message."""
+        return cls(**{f: fields.get(f) for f in BAR_FIELDS})
+
+    def to_json(self) -> str:
+        """The bars topic's message: null fields left out, as Spark's to_json writes them."""
+        return json.dumps({f: v for f in BAR_FIELDS if (v := getattr(self, f)) is not None})
+
+
 BAR_COLUMNS = ["ts" if f == "ts_ms" else f for f in BAR_FIELDS]  # bars_1m and bar_versions
 # The bar origins, weakest claim to be the bar of record first (contracts/messages.json bar_origins): a
 # provider's own bar replaces one built from trades, never the other way round.
@@ -430,7 +479,8 @@ _BAR_TYPES = [_PG_TYPES[f.type] for f in contract.messages()["bar"].fields]
 
 def _bar_sql() -> str:
     """Bars (one array parameter per contract field, then ORIGINS three times) into bar_versions, every version
-    kept, and into bars_1m by the origin rule; returns the (symbol, ts) of every bars_1m row that changed."""
+    kept, and into bars_1m by the origin rule. Returns every bars_1m row that changed, as _NEW_BAR_COLUMNS: its
+    values of record and the symbol's last bar before the statement (every CTE reads the same snapshot)."""
     columns = ", ".join(BAR_COLUMNS)
     unnest = ", ".join(f"%s::{t}[]" for t in _BAR_TYPES)
     epoch_ms = "'epoch'::timestamptz + ts_ms * interval '1 millisecond' AS ts"
@@ -441,13 +491,19 @@ def _bar_sql() -> str:
         WITH incoming AS (SELECT {select} FROM unnest({unnest}) AS i({", ".join(BAR_FIELDS)})),
         versions AS (
             INSERT INTO bar_versions ({columns}) SELECT {columns} FROM incoming
-            ON CONFLICT (symbol, ts, origin) DO UPDATE SET {updates}, received_at = now())
-        INSERT INTO bars_1m ({columns})
-        SELECT DISTINCT ON (symbol, ts) {columns} FROM incoming AS i
-        ORDER BY symbol, ts, {rank.format("i")} DESC
-        ON CONFLICT (symbol, ts) DO UPDATE SET {updates}
-        WHERE {rank.format("EXCLUDED")} >= {rank.format("bars_1m")}
-        RETURNING symbol, ts
+            ON CONFLICT (symbol, ts, origin) DO UPDATE SET {updates}, received_at = now()),
+        previous AS (
+            SELECT s.symbol, (SELECT max(b.ts) FROM bars_1m b WHERE b.symbol = s.symbol) AS last_ts
+            FROM (SELECT DISTINCT symbol FROM incoming) s),
+        changed AS (
+            INSERT INTO bars_1m ({columns})
+            SELECT DISTINCT ON (symbol, ts) {columns} FROM incoming AS i
+            ORDER BY symbol, ts, {rank.format("i")} DESC
+            ON CONFLICT (symbol, ts) DO UPDATE SET {updates}
+            WHERE {rank.format("EXCLUDED")} >= {rank.format("bars_1m")}
+            RETURNING symbol, ts, open, high, low, close, volume, vwap)
+        SELECT c.symbol, c.ts, c.open, c.high, c.low, c.close, c.volume, c.vwap, p.last_ts
+        FROM changed c JOIN previous p USING (symbol)
     """
 
 
@@ -455,24 +511,45 @@ _UPSERT_BARS = _bar_sql()
 
 
 def apply_bars(
-    bars: list[dict],
+    bars: Sequence[Bar],
     warmup_bars: int = DEFAULT_WARMUP_BARS,
     profiles: DetectorProfiles | None = None,
 ) -> RecomputeResult:
-    """Closed bars (dicts of BAR_FIELDS, as the bars topic carries them) into bar_versions and, by the origin
+    """Closed bars into bar_versions and, by the origin
     rule, bars_1m; then the metrics of each symbol whose bar of record changed, from its earliest changed bar
     on, so a late or corrected bar repairs what follows it, in the driver (no Spark job: a live bar continues
     from its symbol's carry). Both writes are idempotent: replaying the same bars changes nothing."""
     if not bars:
         return RecomputeResult(0, 0, 0, 0.0)
-    params = [[bar.get(f) for bar in bars] for f in BAR_FIELDS]
-    with pg_connect() as conn, conn.cursor() as cur:
-        cur.execute(_UPSERT_BARS, [*params, *([ORIGINS] * 3)])
-        changed = cur.fetchall()
-    scope: dict[str, dt.datetime] = {}
-    for symbol, ts in changed:
-        scope[symbol] = min(scope.get(symbol, ts), ts)
-    return recompute(None, scope, warmup_bars, engine="driver", profiles=profiles)
+    params = [[getattr(bar, f) for bar in bars] for f in BAR_FIELDS]
+    with pg_connect() as conn:
+        # The bars are written under their symbols' locks, in the metrics' transaction: "the symbol's last bar
+        # before these" then holds until the merge, whoever else writes the symbol (carries.py relies on it).
+        lock_symbols(conn, {bar.symbol: dt.datetime.min for bar in bars})
+        changed = conn.execute(_UPSERT_BARS, [*params, *([ORIGINS] * 3)]).fetchall()
+        if not changed:
+            conn.commit()
+            return RecomputeResult(0, 0, 0, 0.0)
+        scope: dict[str, dt.datetime] = {}
+        previous_last: dict[str, dt.datetime | None] = {}
+        for symbol, ts, *_, last_before in changed:
+            scope[symbol] = min(scope.get(symbol, ts), ts)
+            previous_last[symbol] = last_before
+        appended_after = {s: last for s, last in previous_last.items() if last is None or scope[s] > last}
+        return _recompute_locked(
+            conn, None, scope, warmup_bars, None, "driver", profiles, appended_after, _changed_bars_table(changed)
+        )
+
+
+def _changed_bars_table(changed: list[tuple]) -> pa.Table:
+    """The rows _UPSERT_BARS returned, as read_bars_arrow gives bars (emit_from: the bar itself)."""
+    timestamp = pa.timestamp("us", tz="UTC")
+    ts = pa.array([row[1] for row in changed], timestamp)
+    columns = {"symbol": pa.array([row[0] for row in changed], pa.string()), "ts": ts}
+    for i, name in enumerate(["open", "high", "low", "close", "volume", "vwap"], start=2):
+        columns[name] = pa.array([row[i] for row in changed], pa.float64())
+    columns["emit_from"] = ts
+    return pa.table(columns)
 
 
 def _stage(conn: psycopg.Connection, run_id: str, metrics: pa.Table) -> None:

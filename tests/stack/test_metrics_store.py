@@ -3,6 +3,7 @@ recomputations of one symbol never overlap."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import threading
@@ -13,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from spark_jobs.metrics_store import SYMBOL_LOCK_NAMESPACE, apply_bars, compute_in_driver, compute_symbol
+from spark_jobs import carries
+from spark_jobs.metrics_store import SYMBOL_LOCK_NAMESPACE, Bar, apply_bars, compute_in_driver, compute_symbol
 from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
 from tests.stack.test_metrics_job import make_bars
 
@@ -92,7 +94,7 @@ def test_recomputations_of_one_symbol_wait_for_each_other(stack_env, pg, monkeyp
     finished = threading.Event()
 
     def apply_in_driver() -> None:
-        apply_bars(rows)
+        apply_bars([Bar.of(r) for r in rows])
         finished.set()
 
     def metrics_rows() -> int:
@@ -148,7 +150,7 @@ def test_a_stalled_holder_fails_the_recomputation_with_its_name(stack_env, monke
         assert time.monotonic() - started < 30
 
 
-def jump_bars(symbol: str, last_minute: dt.datetime, n: int = 600) -> list[dict]:
+def jump_bars(symbol: str, last_minute: dt.datetime, n: int = 600) -> list[Bar]:
     """`n` quiet 1-minute bars ending at `last_minute`, with a 5% jump six bars before the end that holds."""
     rng = np.random.default_rng(11)
     closes = 100 * np.cumprod(1 + rng.normal(0, 2e-4, n))
@@ -161,7 +163,7 @@ def jump_bars(symbol: str, last_minute: dt.datetime, n: int = 600) -> list[dict]
         rows.append({"symbol": symbol, "ts_ms": ts_ms, "open": open_, "high": max(open_, close) * 1.0001,
                      "low": min(open_, close) * 0.9999, "close": close, "volume": float(rng.lognormal(5, 0.3)),
                      "trades": 10, "vwap": (open_ + close) / 2, "source": "test", "origin": "provider"})  # fmt: skip
-    return rows
+    return [Bar.of(r) for r in rows]
 
 
 def test_anomalies_of_old_bars_are_recorded_and_only_live_ones_await_posting(stack_env, pg, monkeypatch) -> None:
@@ -187,44 +189,61 @@ def test_anomalies_of_old_bars_are_recorded_and_only_live_ones_await_posting(sta
     # A corrected old bar recomputes the range (the anomalies are found again) and they stay recorded: history
     # never turns into news.
     corrected = jump_bars(old, now - dt.timedelta(hours=3))[-8:]
-    corrected[0]["volume"] += 1.0
+    corrected[0] = dataclasses.replace(corrected[0], volume=corrected[0].volume + 1.0)
     assert apply_bars(corrected).metric_rows >= 8
     assert {status for status, _ in outbox(old)} == {"recorded"}
 
 
-def test_live_bars_continue_from_the_stored_carry_and_a_late_bar_warms_up_again(stack_env, pg, monkeypatch) -> None:
-    """Issue 16: a live bar reads its symbol's carry and itself (two rows, whatever the history), and its metrics
-    are those of the whole history bit for bit, EWMA included; a late bar at or before the carry recomputes from
-    the warm-up and leaves a carry the next live bar continues from."""
+def test_live_bars_continue_from_their_carry_and_a_late_bar_warms_up_again(stack_env, pg, monkeypatch) -> None:
+    """Issue 16: a live bar reads one metrics_carry row (no state: the driver keeps it) and no bar, whatever the
+    history, and its metrics are those of the whole history bit for bit, EWMA included; a late bar at or before
+    the carry recomputes from the warm-up and leaves a carry the next live bar continues from."""
     for name in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         monkeypatch.setenv(name, stack_env[name])
     symbol = f"CARRY{uuid.uuid4().hex[:5].upper()}"
     start_ms = int(time.time() * 1000) // 60_000 * 60_000 - 900 * 60_000
-    rows = [dict(b, origin="provider") for b in make_bars(symbol, start_ms, 760, random.Random(4))]
+    rows = [Bar.of(dict(b, origin="provider")) for b in make_bars(symbol, start_ms, 760, random.Random(4))]
     history, live = rows[:700], rows[700:]
 
     first = apply_bars(history)
     assert (first.carried, first.warmed, first.bars_read) == (0, 1, 700)
-    (carry_ts,) = pg.execute("SELECT last_ts FROM metrics_carry WHERE symbol = %s", (symbol,)).fetchone()
-    assert carry_ts == dt.datetime.fromtimestamp(history[-1]["ts_ms"] / 1000, dt.UTC)
+    stored_ts = pg.execute("SELECT last_ts FROM metrics_carry WHERE symbol = %s", (symbol,)).fetchone()
+    assert stored_ts == (dt.datetime.fromtimestamp(history[-1].ts_ms / 1000, dt.UTC),)
 
-    for bar in live[:30]:
+    first_driver = carries.CACHE
+    for bar in live[:35]:
         result = apply_bars([bar])
-        assert (result.carried, result.warmed, result.bars_read, result.rows_read) == (1, 0, 1, 2)
-    # A corrected bar inside the history: recomputed from the warm-up before it, and the carry replaced.
-    corrected = dict(history[650], close=history[650]["close"] * 1.002)
-    corrected["high"] = max(corrected["high"], corrected["close"])
+        assert (result.carried, result.carries_from_memory, result.warmed) == (1, 1, 0)
+        assert (result.bars_read, result.rows_read) == (0, 1)
+    # The stored carry is written every CHECKPOINT_MINUTES only, and stays a valid place to continue from.
+    (stored_ts,) = pg.execute("SELECT last_ts FROM metrics_carry WHERE symbol = %s", (symbol,)).fetchone()
+    behind = dt.datetime.fromtimestamp(live[34].ts_ms / 1000, dt.UTC) - stored_ts
+    assert dt.timedelta(minutes=1) <= behind < dt.timedelta(minutes=carries.CHECKPOINT_MINUTES)
+
+    # Another driver (its own cache) continues from the stored carry and reads the bars after it.
+    monkeypatch.setattr(carries, "CACHE", carries.CarryCache())
+    restarted = apply_bars([live[35]])
+    assert (restarted.carried, restarted.carries_from_memory) == (1, 0)
+    assert restarted.bars_read == behind // dt.timedelta(minutes=1) + 1
+
+    # A corrected bar inside the history: recomputed from the warm-up before it, with a fresh generation ...
+    close = history[650].close * 1.002
+    corrected = dataclasses.replace(history[650], close=close, high=max(history[650].high, close))
     late = apply_bars([corrected])
     assert (late.carried, late.warmed) == (0, 1)
-    assert late.bars_read == 512 + (730 - 650)
-    for bar in live[30:]:
-        assert apply_bars([bar]).carried == 1
+    assert late.bars_read == 512 + (736 - 650)
+    # ... so the first driver's cached carry, built on the bar before the correction, is not used again.
+    monkeypatch.setattr(carries, "CACHE", first_driver)
+    after_correction = apply_bars([live[36]])
+    assert (after_correction.carried, after_correction.carries_from_memory) == (1, 0)
+    for bar in live[37:]:
+        assert apply_bars([bar]).carries_from_memory == 1
 
     final = [corrected if b is history[650] else b for b in rows]
     stored = stored_metrics(pg, [symbol])
-    assert_same_metrics(stored, expected_metrics(final))
-    # The live bars after the correction continued from a carry: their EWMA is the full history's, exactly.
-    expected = expected_metrics(final)
-    for bar in live[30:]:
-        key = (symbol, dt.datetime.fromtimestamp(bar["ts_ms"] / 1000, dt.UTC))
+    expected = expected_metrics([dataclasses.asdict(b) for b in final])
+    assert_same_metrics(stored, expected)
+    # Every live bar continued from a carry: its EWMA is the full history's, exactly.
+    for bar in live:
+        key = (symbol, dt.datetime.fromtimestamp(bar.ts_ms / 1000, dt.UTC))
         assert stored[key]["vol_ewma"] == expected[key]["vol_ewma"]
