@@ -44,7 +44,7 @@ from tests.stack.streaming import StreamingJob, produce  # noqa: E402
 
 SYMBOL_COUNTS = [int(n) for n in os.environ.get("BENCH_SCALE_SYMBOLS", "100,1000,5000").split(",")]
 HISTORY_MINUTES = int(os.environ.get("BENCH_SCALE_HISTORY", 600))
-LIVE_MINUTES = int(os.environ.get("BENCH_SCALE_MINUTES", 5))
+LIVE_MINUTES = int(os.environ.get("BENCH_SCALE_MINUTES", 8))
 WARMUP_MINUTES = int(os.environ.get("BENCH_SCALE_WARMUP_MINUTES", 3))  # the slow comparison path: fewer minutes
 TRIGGER_S = 5  # the jobs' shipped trigger
 DATABASE = "sparktrends_bench_scale"
@@ -52,7 +52,8 @@ LOAD_CHUNK_SYMBOLS = 250
 MINUTE_MS = 60_000
 PLOT = REPO / "docs" / "scale_latency.png"
 BATCH_LINE = re.compile(r"\[metrics\] batch=\d+ bars=(?P<bars>\d+) .*bars_1m \+ metrics (?P<db>[\d.]+)s .*?"
-                        r"(?P<carried>\d+) symbols from their carry, (?P<warmed>\d+) warmed up, "
+                        r"(?P<carried>\d+) symbols from their carry \((?P<memory>\d+) in memory\), "
+                        r"(?P<warmed>\d+) warmed up, "
                         r"(?P<rows>\d+) rows read")  # fmt: skip
 
 

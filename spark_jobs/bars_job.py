@@ -204,7 +204,8 @@ def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callab
             print(
                 f"[bars] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
                 f"{result.metric_rows} new_anomalies={result.new_anomalies} (bars_1m + metrics "
-                f"{result.seconds:.2f}s: {result.carried} symbols from their carry, {result.warmed} warmed up, "
+                f"{result.seconds:.2f}s: {result.carried} symbols from their carry ({result.carries_from_memory} in "
+                f"memory), {result.warmed} warmed up, "
                 f"{result.rows_read} rows read)",
                 flush=True,
             )

@@ -75,7 +75,8 @@ class MetricsBatch:
             f"[metrics] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
             f"{result.metric_rows} new_anomalies={result.new_anomalies} took={done - started:.2f}s "
             f"(read {collected - started:.2f}s, bars_1m + metrics {done - collected:.2f}s on the {result.ran_on}: "
-            f"{result.carried} symbols from their carry, {result.warmed} warmed up, {result.rows_read} rows read)",
+            f"{result.carried} symbols from their carry ({result.carries_from_memory} in memory), {result.warmed} "
+            f"warmed up, {result.rows_read} rows read)",
             flush=True,
         )
 
