@@ -146,13 +146,13 @@ class MemorySampler(threading.Thread):
 
 
 def load_history(symbols: list[str], market: Market, first_ms: int) -> float:
-    from spark_jobs.metrics_store import apply_bars
+    from spark_jobs.metrics_store import Bar, apply_bars
 
     started = time.monotonic()
     minutes = [market.minute(first_ms + i * MINUTE_MS) for i in range(HISTORY_MINUTES)]
     for at in range(0, len(symbols), LOAD_CHUNK_SYMBOLS):
         chunk = set(symbols[at : at + LOAD_CHUNK_SYMBOLS])
-        apply_bars([b for minute in minutes for b in minute if b["symbol"] in chunk])
+        apply_bars([Bar.of(b) for minute in minutes for b in minute if b["symbol"] in chunk])
         log(f"history: {min(at + LOAD_CHUNK_SYMBOLS, len(symbols)):,}/{len(symbols):,} symbols x {HISTORY_MINUTES} "
             f"bars ({time.monotonic() - started:.0f}s)")  # fmt: skip
     return time.monotonic() - started

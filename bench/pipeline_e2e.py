@@ -1,12 +1,14 @@
 """`pipeline` section: trades -> Kafka -> bars job -> metrics job -> PostgreSQL, end to end on the local stack.
 
 Both jobs run as shipped (spark-submitted to the standalone master, Kafka connector, Rust UDFs, JDBC + merge),
-on fresh topics and a fresh database, and are idle before any trade is sent. Two measurements:
+on fresh topics and a fresh database, and are idle before any trade is sent. Three measurements:
 
 - throughput (backlog drain): synthetic trades (default 500 symbols x 40 minutes, ~3.9M trades) are
   replayed into the trades topic as fast as the producer goes, then one trade far enough ahead to close every
   bar. trades/s = trades / (first trade sent -> last bar's metrics row visible in PostgreSQL), after a small
   warm-up market has gone through. What limits it is Spark's processing, not the producer (~400k msg/s).
+- workers: the same drain with a second Spark worker on this machine registered with the master (as compose's
+  `--scale spark-worker=2` does): the jobs' executors spread over both (their cores in use are sampled).
 - latency: a live synthetic market at wall-clock pace. A bar closes when event time passes its end plus the
   watermark (with live trades, event time is wall time); its latency runs from that moment to the first poll
   (every 100 ms) that sees its metrics row committed. It includes the waits for both jobs' next triggers.
@@ -21,6 +23,7 @@ Each job's driver output (one progress line per micro-batch, with its timings) i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +34,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,7 +55,8 @@ TRADES_PER_MINUTE = float(os.environ.get("BENCH_PIPELINE_TRADES_PER_MINUTE", 100
 TRIGGER_S = int(os.environ.get("BENCH_PIPELINE_TRIGGER_S", 5))  # the jobs' shipped default
 # Latency is measured once per trigger interval: the shipped 5 s, and 1 s (batches then run back to back).
 LATENCY_TRIGGERS_S = [int(t) for t in os.environ.get("BENCH_PIPELINE_LATENCY_TRIGGERS_S", "5,1").split(",")]
-PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,latency").split(",")
+PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,workers,latency").split(",")
+EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
 MAX_OFFSETS_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_OFFSETS", 400_000))
 LATENCY_SYMBOLS = int(os.environ.get("BENCH_PIPELINE_LATENCY_SYMBOLS", 100))
 LATENCY_RUN_S = int(os.environ.get("BENCH_PIPELINE_LATENCY_S", 300))
@@ -178,7 +183,101 @@ def wait_for_rows(run: Run, table: str, prefix: str, expected: int, since: float
     raise RuntimeError(f"fewer than {expected:,} {prefix}* rows in {table} after {DRAIN_TIMEOUT_S}s")
 
 
-def throughput(settings: stack.Settings, ingest: Path, workdir: Path) -> list[dict]:
+TIME_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _metric_seconds(value: str) -> float | None:
+    """The total of a Spark SQL timing metric ("total (min, med, max ...)\n1.2 s (...)"), in seconds."""
+    total = value.split("\n")[-1].split(" (")[0].strip() if "\n" in value else value.strip()
+    number, _, unit = total.partition(" ")
+    try:
+        return float(number.replace(",", "")) * TIME_UNITS[unit] if unit in TIME_UNITS else None
+    except ValueError:
+        return None
+
+
+def spark_profile(app_name: str) -> list[tuple[str, float]]:
+    """Where an application's executors spent their time: every timing metric of every operator of every query
+    execution (one per micro-batch), summed by operator and metric, from the driver's REST API. Largest first."""
+    import urllib.request
+
+    def get(url: str) -> Any:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.load(resp)
+
+    for port in range(4040, 4050):
+        base = f"http://127.0.0.1:{port}/api/v1/applications"
+        try:
+            apps = get(base)
+        except OSError:
+            continue
+        app = next((a for a in apps if a.get("name") == app_name), None)
+        if app is None:
+            continue
+        totals: dict[str, float] = {}
+        offset = 0
+        while True:
+            page = get(f"{base}/{app['id']}/sql?details=true&planDescription=false&offset={offset}&length=100")
+            for execution in page:
+                for node in execution.get("nodes", []):
+                    for metric in node.get("metrics", []):
+                        seconds = _metric_seconds(metric.get("value", ""))
+                        if seconds is not None and "time" in metric.get("name", "").lower():
+                            key = f"{node.get('nodeName')}: {metric.get('name')}"
+                            totals[key] = totals.get(key, 0.0) + seconds
+            if len(page) < 100:
+                break
+            offset += 100
+        return sorted(totals.items(), key=lambda kv: -kv[1])
+    return []
+
+
+class ExtraWorker:
+    """A second Spark worker on this machine, registered with the stack's master for one measurement (compose
+    scales the same way: `docker compose up --scale spark-worker=2`). Samples the cores each worker gives to
+    applications while it runs."""
+
+    def __init__(self, settings: stack.Settings, workdir: Path) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.busiest: dict[str, int] = {}
+        self._stop = threading.Event()
+
+    def __enter__(self) -> ExtraWorker:
+        before = stack.alive_workers(self.settings)
+        cmd = [str(stack.spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker",
+               self.settings.master_url, "--host", "127.0.0.1", "--webui-port", str(EXTRA_WORKER_UI_PORT),
+               "--cores", str(self.settings.worker_cores), "--memory", self.settings.worker_memory,
+               "--work-dir", str(self.workdir / "spark-work-2")]  # fmt: skip
+        self.log = (self.workdir / "spark-worker-2.log").open("ab")
+        env = {**os.environ, **stack.spark_env(self.settings)}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while stack.alive_workers(self.settings) <= before:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"the second worker did not register; see {self.workdir / 'spark-worker-2.log'}")
+            time.sleep(1)
+        threading.Thread(target=self._sample, daemon=True).start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            for worker in (stack.master_state(self.settings) or {}).get("workers", []):
+                if worker.get("state") == "ALIVE":
+                    name = f"{worker.get('host')}:{worker.get('port')}"
+                    self.busiest[name] = max(self.busiest.get(name, 0), int(worker.get("coresused", 0)))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def throughput(settings: stack.Settings, ingest: Path, workdir: Path, workers: int = 1) -> list[dict]:
     # A small market an hour earlier in event time goes through first, so that Spark's code generation, the
     # Python workers and the connections are warm when the clock starts: the drain rate is the sustained one.
     warm_file, trades_file = workdir / "warmup.parquet", workdir / "trades.parquet"
@@ -186,6 +285,13 @@ def throughput(settings: stack.Settings, ingest: Path, workdir: Path) -> list[di
     trades, expected_bars = market(ingest, trades_file, START, MINUTES, [f"SYN{i:03}" for i in range(SYMBOLS)])
     print(f"bench: pipeline throughput: {trades.num_rows:,} trades -> {expected_bars:,} bars", flush=True)
 
+    extra = ExtraWorker(settings, workdir) if workers == 2 else contextlib.nullcontext()
+    with extra:
+        return _drain(settings, ingest, workdir, trades, expected_bars, warm_file, warm_bars, trades_file, extra)
+
+
+def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Table, expected_bars: int,
+           warm_file: Path, warm_bars: int, trades_file: Path, extra: object) -> list[dict]:  # fmt: skip
     run = Run(settings, "drain", workdir)
     try:
         warm_started = time.time()
@@ -199,18 +305,30 @@ def throughput(settings: stack.Settings, ingest: Path, workdir: Path) -> list[di
         with run.connect() as conn:
             (bars,) = conn.execute("SELECT count(*) FROM bars_1m WHERE symbol LIKE 'SYN%'").fetchone()
         late = sum(run.jobs[0].late_dropped.values())
+        profile = spark_profile("sparktrends-bars")
     finally:
         run.close()
+    label = "drain-2-workers" if isinstance(extra, ExtraWorker) else "drain"
+    LOGS.mkdir(parents=True, exist_ok=True)
+    (LOGS / f"pipeline-{label}-profile.json").write_text(json.dumps(profile, indent=1) + "\n")
+    top = "; ".join(f"{name} {seconds:.0f}s" for name, seconds in profile[:5])
     seconds = done - started
+    spread = ""
+    if isinstance(extra, ExtraWorker):
+        spread = "; two workers, most cores in use at once per worker: " + ", ".join(
+            f"{name} {cores}" for name, cores in sorted(extra.busiest.items())
+        )
     return [
         {
-            "name": "trades -> bars -> metrics -> Postgres (backlog drain)",
+            "name": "trades -> bars -> metrics -> Postgres (backlog drain)"
+            + (", two workers" if isinstance(extra, ExtraWorker) else ""),
             "impl": "bars job + metrics job (Rust UDFs), Spark standalone",
             "value": round(trades.num_rows / seconds),
             "unit": "trades/s",
             "notes": f"{trades.num_rows:,} trades, {SYMBOLS} symbols, {bars:,} bars in {seconds:.1f}s "
             f"(producer done after {produced - started:.1f}s); {late} late-dropped; trigger {TRIGGER_S}s, "
-            f"max {MAX_OFFSETS_PER_TRIGGER:,} offsets/trigger; jobs warmed up first; target >= 50k",
+            f"max {MAX_OFFSETS_PER_TRIGGER:,} offsets/trigger; jobs warmed up first{spread}; bars job's executor "
+            f"time by operator (task time summed over 2 cores): {top}",
             "trades": trades.num_rows,
             "bars": bars,
             "seconds": round(seconds, 2),
@@ -304,6 +422,9 @@ def run(settings: stack.Settings) -> list[dict]:
         if "throughput" in PARTS:
             (workdir / "drain").mkdir()
             rows += throughput(settings, ingest, workdir / "drain")
+        if "workers" in PARTS:
+            (workdir / "drain-2").mkdir()
+            rows += throughput(settings, ingest, workdir / "drain-2", workers=2)
         if "latency" in PARTS:
             for trigger_s in LATENCY_TRIGGERS_S:
                 (workdir / f"live-{trigger_s}").mkdir()

@@ -199,49 +199,36 @@ fn assert_no_infinity(m: &Metrics) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    /// With `through_bytes`, each carry is stored as bytes and restored, as a job does between
+    /// micro-batches and across restarts: the series still continues bit for bit, EWMA and detector
+    /// included.
     #[test]
     fn chunks_with_carry_equal_one_call(
         bars in bars_strategy(120),
         cfg in small_config(),
         cuts in prop::collection::vec(0usize..=120, 0..4),
+        through_bytes in any::<bool>(),
     ) {
         let (whole, whole_carry) = compute(&bars.view(), &cfg, None).unwrap();
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bars.len())).collect();
         cuts.push(bars.len());
         cuts.sort_unstable();
+        let restore = |c: CarryState| {
+            if through_bytes {
+                CarryState::from_bytes(&c.to_bytes(), &cfg).unwrap()
+            } else {
+                c
+            }
+        };
         let (mut from, mut carry) = (0, None::<CarryState>);
         for to in cuts {
             let (part, next) = compute(&bars.slice(from, to), &cfg, carry.as_ref()).unwrap();
             prop_assert_eq!(part.len(), to - from);
             assert_rows_identical(&whole, from..to, &part, 0)?;
-            carry = Some(next);
+            carry = Some(restore(next));
             from = to;
         }
         prop_assert_eq!(carry.unwrap(), whole_carry);
-    }
-
-    /// What a job does between micro-batches and across restarts: store the carry as bytes and
-    /// continue from the decoded one. The series continues bit for bit, EWMA and detector included.
-    #[test]
-    fn chunks_through_encoded_carries_equal_one_call(
-        bars in bars_strategy(120),
-        cfg in small_config(),
-        cuts in prop::collection::vec(0usize..=120, 0..4),
-    ) {
-        let (whole, whole_carry) = compute(&bars.view(), &cfg, None).unwrap();
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bars.len())).collect();
-        cuts.push(bars.len());
-        cuts.sort_unstable();
-        let (mut from, mut stored) = (0, None::<Vec<u8>>);
-        for to in cuts {
-            let carry = stored.as_deref().map(|b| CarryState::from_bytes(b, &cfg).unwrap());
-            let (part, next) = compute(&bars.slice(from, to), &cfg, carry.as_ref()).unwrap();
-            assert_rows_identical(&whole, from..to, &part, 0)?;
-            stored = Some(next.to_bytes());
-            from = to;
-        }
-        let last = CarryState::from_bytes(&stored.unwrap(), &cfg).unwrap();
-        prop_assert_eq!(last, whole_carry);
     }
 
     #[test]
