@@ -121,7 +121,7 @@ class Run:
             "bars": ["bars_job", "--trades-topic", self.topics["trades"], "--bars-topic", self.topics["bars"],
                      "--gaps-topic", self.topics["gaps"],
                      "--watermark", f"{WATERMARK_S} seconds", "--trigger", "1 second"],
-            "metrics": ["metrics_job", "--bars-topic", self.topics["bars"], "--trigger", "1 second"],
+            "provider_bars": ["provider_bars_job", "--bars-topic", self.topics["bars"], "--trigger", "1 second"],
         }[name]  # fmt: skip
         self.jobs[name] = StreamingJob(args[0], [*args[1:], "--checkpoint", str(self.checkpoints)], self.env)
 
@@ -240,7 +240,7 @@ class Run:
         return [
             job_fault("bars", self.bars_stored),
             service_fault("kill -9 ingest", lambda: self.ingest and self.ingest.kill(), lambda: None, pause=0),
-            job_fault("metrics", lambda: self.count("SELECT count(*) FROM metrics_1m")),
+            job_fault("provider_bars", lambda: self.count("SELECT count(*) FROM metrics_1m")),
             Fault("kill -9 alerter", alerter_hit, alerter_recovered),
             service_fault("PostgreSQL fast restart", stack.stop_postgres, lambda: stack.start_postgres(s)),
             service_fault(
@@ -292,7 +292,7 @@ class Run:
             [NewTopic(t, num_partitions=3, replication_factor=1) for t in self.topics.values()]
         ).values():
             future.result()
-        for name in ("bars", "metrics"):
+        for name in ("bars", "provider_bars"):
             self.start_job(name)
         for job in self.jobs.values():
             job.wait_for("the query to start", lambda job=job: any("[stream] running" in x for x in job.lines), 240)

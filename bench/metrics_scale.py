@@ -51,7 +51,7 @@ DATABASE = "sparktrends_bench_scale"
 LOAD_CHUNK_SYMBOLS = 250
 MINUTE_MS = 60_000
 PLOT = REPO / "docs" / "scale_latency.png"
-BATCH_LINE = re.compile(r"\[metrics\] batch=\d+ bars=(?P<bars>\d+) .*bars_1m \+ metrics (?P<db>[\d.]+)s .*?"
+BATCH_LINE = re.compile(r"\[provider_bars\] batch=\d+ bars=(?P<bars>\d+) .*bars_1m \+ metrics (?P<db>[\d.]+)s .*?"
                         r"(?P<carried>\d+) symbols from their carry \((?P<memory>\d+) in memory\), "
                         r"(?P<warmed>\d+) warmed up, "
                         r"(?P<rows>\d+) rows read")  # fmt: skip
@@ -210,7 +210,7 @@ def one_scale(settings: stack.Settings, env: dict[str, str], symbols_count: int,
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     topic = f"bench.scale.bars.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result()
-    job = StreamingJob("metrics_job", ["--bars-topic", topic, "--trigger", f"{TRIGGER_S} seconds",
+    job = StreamingJob("provider_bars_job", ["--bars-topic", topic, "--trigger", f"{TRIGGER_S} seconds",
                                        "--checkpoint", str(workdir / f"ckpt-{symbols_count}")], env)  # fmt: skip
     rows_out: list[dict] = []
     conn = psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],

@@ -92,7 +92,7 @@ class Run:
                                       "--trigger", f"{trigger_s} seconds",
                                       "--max-offsets-per-trigger", str(MAX_OFFSETS_PER_TRIGGER),
                                       "--checkpoint", str(workdir / "ckpt-bars")], self.env),
-            StreamingJob("metrics_job", ["--bars-topic", self.bars_topic,
+            StreamingJob("provider_bars_job", ["--bars-topic", self.bars_topic,
                                          "--checkpoint", str(workdir / "ckpt-metrics")], self.env),
         ]  # fmt: skip
         for job in self.jobs:
@@ -183,53 +183,41 @@ def wait_for_rows(run: Run, table: str, prefix: str, expected: int, since: float
     raise RuntimeError(f"fewer than {expected:,} {prefix}* rows in {table} after {DRAIN_TIMEOUT_S}s")
 
 
-TIME_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _metric_seconds(value: str) -> float | None:
-    """The total of a Spark SQL timing metric ("total (min, med, max ...)\n1.2 s (...)"), in seconds."""
-    total = value.split("\n")[-1].split(" (")[0].strip() if "\n" in value else value.strip()
-    number, _, unit = total.partition(" ")
-    try:
-        return float(number.replace(",", "")) * TIME_UNITS[unit] if unit in TIME_UNITS else None
-    except ValueError:
-        return None
-
-
-def spark_profile(app_name: str) -> list[tuple[str, float]]:
-    """Where an application's executors spent their time: every timing metric of every operator of every query
-    execution (one per micro-batch), summed by operator and metric, from the driver's REST API. Largest first."""
+def spark_profile(app_name: str) -> dict[str, dict[str, float]]:
+    """Where an application's executors spent their time, from its driver's REST API: every completed stage,
+    summed by its side of the shuffle. In the bars job, `map` stages read Kafka, admit the trades (contract crate,
+    Python worker) and write the shuffle; `reduce` stages read it, deduplicate, aggregate (state store) and hand
+    the closed bars to the driver; `other` are driver-side collects of small results. (The SQL operators of a
+    foreachBatch query show no metrics through the API: its actions run on an RDD scan.)"""
     import urllib.request
 
     def get(url: str) -> Any:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(url, timeout=30) as resp:
             return json.load(resp)
 
     for port in range(4040, 4050):
         base = f"http://127.0.0.1:{port}/api/v1/applications"
         try:
-            apps = get(base)
+            app = next((a for a in get(base) if a.get("name") == app_name), None)
         except OSError:
             continue
-        app = next((a for a in apps if a.get("name") == app_name), None)
         if app is None:
             continue
-        totals: dict[str, float] = {}
-        offset = 0
-        while True:
-            page = get(f"{base}/{app['id']}/sql?details=true&planDescription=false&offset={offset}&length=100")
-            for execution in page:
-                for node in execution.get("nodes", []):
-                    for metric in node.get("metrics", []):
-                        seconds = _metric_seconds(metric.get("value", ""))
-                        if seconds is not None and "time" in metric.get("name", "").lower():
-                            key = f"{node.get('nodeName')}: {metric.get('name')}"
-                            totals[key] = totals.get(key, 0.0) + seconds
-            if len(page) < 100:
-                break
-            offset += 100
-        return sorted(totals.items(), key=lambda kv: -kv[1])
-    return []
+        totals: dict[str, dict[str, float]] = {}
+        for stage in get(f"{base}/{app['id']}/stages?status=complete"):
+            side = "map" if stage.get("shuffleWriteBytes") else "reduce" if stage.get("shuffleReadBytes") else "other"
+            t = totals.setdefault(side, {"stages": 0, "tasks": 0, "run_s": 0.0, "cpu_s": 0.0, "gc_s": 0.0,
+                                         "shuffle_write_s": 0.0, "records_in": 0, "shuffle_records": 0})  # fmt: skip
+            t["stages"] += 1
+            t["tasks"] += stage.get("numCompleteTasks", 0)
+            t["run_s"] += stage.get("executorRunTime", 0) / 1e3
+            t["cpu_s"] += stage.get("executorCpuTime", 0) / 1e9
+            t["gc_s"] += stage.get("jvmGcTime", 0) / 1e3
+            t["shuffle_write_s"] += stage.get("shuffleWriteTime", 0) / 1e9
+            t["records_in"] += stage.get("inputRecords", 0)
+            t["shuffle_records"] += stage.get("shuffleWriteRecords", 0) + stage.get("shuffleReadRecords", 0)
+        return totals
+    return {}
 
 
 class ExtraWorker:
@@ -311,7 +299,11 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
     label = "drain-2-workers" if isinstance(extra, ExtraWorker) else "drain"
     LOGS.mkdir(parents=True, exist_ok=True)
     (LOGS / f"pipeline-{label}-profile.json").write_text(json.dumps(profile, indent=1) + "\n")
-    top = "; ".join(f"{name} {seconds:.0f}s" for name, seconds in profile[:5])
+    top = "; ".join(
+        f"{side}: {t['stages']:.0f} stages, run {t['run_s']:.0f} s (CPU {t['cpu_s']:.0f} s, GC {t['gc_s']:.0f} s, "
+        f"shuffle write {t['shuffle_write_s']:.0f} s)"
+        for side, t in sorted(profile.items())
+    )
     seconds = done - started
     spread = ""
     if isinstance(extra, ExtraWorker):
@@ -328,7 +320,7 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
             "notes": f"{trades.num_rows:,} trades, {SYMBOLS} symbols, {bars:,} bars in {seconds:.1f}s "
             f"(producer done after {produced - started:.1f}s); {late} late-dropped; trigger {TRIGGER_S}s, "
             f"max {MAX_OFFSETS_PER_TRIGGER:,} offsets/trigger; jobs warmed up first{spread}; bars job's executor "
-            f"time by operator (task time summed over 2 cores): {top}",
+            f"time by stage side (task time, 2 cores): {top}",
             "trades": trades.num_rows,
             "bars": bars,
             "seconds": round(seconds, 2),

@@ -2,7 +2,7 @@
 -> PostgreSQL -> alerter, and print what has landed every few seconds.
 
     python scripts/pipeline.py [--source synthetic|binance|finnhub|twelvedata|replay] [--for SECONDS]
-    python scripts/pipeline.py --external-stack --components bars-job,metrics-job,companies-job   (compose runner)
+    python scripts/pipeline.py --external-stack --components bars-job,provider-bars-job,companies-job   (compose runner)
 
 Locally the stack (`make up`) must be up. Every process logs to .stack/logs/pipeline-<name>.log; Ctrl-C (or
 --for) stops them all, ingest first so the jobs can drain. A component that dies is started again after a backoff
@@ -32,7 +32,7 @@ import stack  # noqa: E402
 # How often the runner bounds .stack/logs (every service's log and its components', scripts/logfiles.py).
 LOG_CHECK_S = 60.0
 
-COMPONENTS = ["bars-job", "metrics-job", "companies-job", "alerter", "ingest"]
+COMPONENTS = ["bars-job", "provider-bars-job", "companies-job", "alerter", "ingest"]
 
 
 def components(names: list[str], source: str, source_args: list[str]) -> list[services.ProcessService]:
@@ -44,7 +44,7 @@ def components(names: list[str], source: str, source_args: list[str]) -> list[se
         ingest_args += ["--backfill-minutes", "180", "--labels-out", str(stack.STACK / "synthetic-labels.jsonl")]
     commands = {
         "bars-job": lambda: [submit, "bars_job"],
-        "metrics-job": lambda: [submit, "metrics_job"],
+        "provider-bars-job": lambda: [submit, "provider_bars_job"],
         "companies-job": lambda: [submit, "companies_job"],
         "alerter": lambda: [cargo_bin.installed_or_built("sparktrends-alerter")],
         "ingest": lambda: [cargo_bin.installed_or_built("sparktrends-ingest"), *ingest_args],

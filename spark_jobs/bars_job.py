@@ -12,8 +12,8 @@ One streaming query, `bars`, reads the trades topic once per micro-batch and has
     1-minute event-time windows; a bar is emitted once the watermark passes its end (append mode), so late
     trades inside the watermark still land in their bar. Open/close are chosen deterministically by
     (event time, Kafka offset): one symbol lives in one partition, so the offset orders same-millisecond trades.
-    Closed bars go to bars_1m with their metrics (the metrics job's code, metrics_store.apply_bars), then to
-    the bars topic marked as applied, so the metrics job skips them (docs/decisions.md: it saves a closed bar
+    Closed bars go to bars_1m with their metrics (the one metrics writer, metrics_store.apply_bars), then to
+    the bars topic marked as applied, so the provider bars job skips them (docs/decisions.md: it saves a closed bar
     a Kafka hop and another application's micro-batch).
   * rejects: trades that fail the contract go to PostgreSQL `rejected_messages` with their reason and Kafka
     coordinates (idempotent on the coordinates), while valid ones keep flowing.
@@ -187,8 +187,8 @@ def _above_shuffle(condition: Column) -> Column:
 def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callable[[DataFrame, int], None]:
     """foreachBatch sink, from one collect of the micro-batch's output (a few thousand bars at most; one Spark
     job per batch instead of one per destination):
-    - bars into bars_1m and their metrics (metrics_store.apply_bars, the metrics job's own code), then onto
-      the bars topic marked as applied, so the metrics job skips them: a closed bar's metrics are committed
+    - bars into bars_1m and their metrics (metrics_store.apply_bars, the one metrics writer), then onto
+      the bars topic marked as applied, so the provider bars job skips them: a closed bar's metrics are committed
       in this batch instead of after another Kafka hop and another job's micro-batch;
     - rejects into rejected_messages.
     Any failure fails the batch, which is replayed from its offsets; every write is idempotent."""

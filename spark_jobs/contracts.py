@@ -18,7 +18,7 @@ TOPIC_COMPANIES = contract.topic(contract.messages()["company"].topic_prefix)
 TOPIC_DEADLETTER = contract.topic(contract.messages()["dead_letter"].topic_prefix)
 TOPIC_GAPS = contract.topic(contract.messages()["gap"].topic_prefix)
 # Header of a bars-topic message whose bar its producer (the bars job) has already written to PostgreSQL, with
-# its metrics: the metrics job skips it. Any other producer's bars carry no such header and are applied.
+# its metrics: the provider bars job skips it. Any other producer's bars carry no such header and are applied.
 APPLIED_HEADER = "sparktrends-applied"
 # Header of a trade a gap repair or a backfill fetched (its value: the gap cause). It reaches the bars job behind
 # the watermark by design, and spark_jobs/gap_repair.py rebuilds its minutes: it is no late trade.

@@ -1,6 +1,6 @@
 """Detector settings at run time: which metric windows and alert thresholds each symbol gets.
 
-    scripts/submit.sh metrics_job --detector-config config/detector.json     (or $SPARKTRENDS_DETECTOR_CONFIG)
+    scripts/submit.sh bars_job --detector-config config/detector.json     (or $SPARKTRENDS_DETECTOR_CONFIG)
 
 The file names profiles (any `MetricsConfig` keyword: windows, lambda, gap, the *_warning/*_critical thresholds),
 and says which symbols use which, by exact name or shell-style pattern (`*USDT`), first match wins; `default`

@@ -1,5 +1,5 @@
 """Metrics from bars_1m: the one writer of metrics_1m, the anomalies outbox and metrics_carry, used by the bars
-job, the metrics job and the batch recompute job alike.
+job, the provider bars job and the batch recompute job alike.
 
 Where the kernels run is a decision about the kind of work, not a row count (docs/decisions.md):
 
@@ -404,7 +404,7 @@ def lock_symbols(
     conn: psycopg.Connection, scope: dict[str, dt.datetime], timeout_s: float = SYMBOL_LOCK_TIMEOUT_S
 ) -> None:
     """Holds every scoped symbol until the merge commits. Two recomputations of one symbol (the bars job and
-    the metrics job, or a backfill) then run one after the other, and the later one reads every bar the
+    the provider bars job, or a backfill) then run one after the other, and the later one reads every bar the
     earlier saw: without it, one that read an older snapshot could commit last and leave stale metrics.
     Taken in the order of the lock keys (two symbols may share one), so overlapping holders cannot deadlock.
     Waits at most `timeout_s`, then raises SymbolsLocked naming the sessions that hold them."""

@@ -1,5 +1,5 @@
 """Batch recompute / backfill: metrics for a symbol set and time range from bars_1m, through the very code
-path the streaming metrics job uses (spark_jobs.metrics_store.recompute).
+path the streaming jobs use (spark_jobs.metrics_store.recompute).
 
     scripts/submit.sh recompute_job --symbols AAPL,MSFT --from 2026-01-01T00:00:00Z [--to ...]
     scripts/submit.sh recompute_job            (every symbol, its whole history)

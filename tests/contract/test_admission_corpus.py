@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 
 from spark_jobs.bars_job import parse_trades
 from spark_jobs.companies_job import parse_companies
-from spark_jobs.metrics_job import parse_bars
+from spark_jobs.provider_bars_job import parse_bars
 from sparktrends import contract
 from tests.jobs.kafka import kafka_rows
 

@@ -72,7 +72,9 @@ def pipeline(stack_settings, stack_env, owner_env, alerter_binary, tmp_path_fact
              "--trigger", "1 second", "--checkpoint", str(checkpoints)],
             env,
         ),
-        "metrics": StreamingJob("metrics_job", ["--bars-topic", topics.bars, "--checkpoint", str(checkpoints)], env),
+        "provider_bars": StreamingJob(
+            "provider_bars_job", ["--bars-topic", topics.bars, "--checkpoint", str(checkpoints)], env
+        ),
         "companies": StreamingJob(
             "companies_job", ["--topic", topics.companies, "--trigger", "2 seconds", "--checkpoint", str(checkpoints)],
             env,

@@ -17,7 +17,7 @@ import pytest
 from spark_jobs import carries
 from spark_jobs.metrics_store import SYMBOL_LOCK_NAMESPACE, Bar, apply_bars, compute_in_driver, compute_symbol
 from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
-from tests.stack.test_metrics_job import make_bars
+from tests.stack.test_provider_bars_job import make_bars
 
 MINUTE_US = 60_000_000
 

@@ -86,10 +86,10 @@ def test_kill_restart_late_bars_and_batch_parity(stack_settings, stack_env, kafk
 
     topic = kafka_topic("bars", partitions=3)
     args = ["--bars-topic", topic, "--trigger", "2 seconds", "--checkpoint", str(tmp_path / "ckpt")]
-    job = StreamingJob("metrics_job", args, stack_env)
+    job = StreamingJob("provider_bars_job", args, stack_env)
     try:
         produce(stack_settings.kafka_bootstrap, topic, messages(on_time[: len(on_time) // 2]))
-        job.wait_for("first batches", lambda: job.rows_in.get("metrics", 0) >= len(on_time) // 2)
+        job.wait_for("first batches", lambda: job.rows_in.get("provider_bars", 0) >= len(on_time) // 2)
         produce(stack_settings.kafka_bootstrap, topic, messages(on_time[len(on_time) // 2 :]) + invalid)
         time.sleep(1.5)  # let the next micro-batch start, then kill the driver in the middle of the stream
         job.kill()
@@ -104,7 +104,7 @@ def test_kill_restart_late_bars_and_batch_parity(stack_settings, stack_env, kafk
     applied_elsewhere = make_bars(f"T{tag}D", start_ms, 100, random.Random(0))[:1]
     produce(stack_settings.kafka_bootstrap, topic, messages(applied_elsewhere), headers={APPLIED_HEADER: "bars_job"})
     total = len(all_bars) + 1 + len(invalid) + len(applied_elsewhere)
-    job = StreamingJob("metrics_job", args, stack_env)
+    job = StreamingJob("provider_bars_job", args, stack_env)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -121,7 +121,7 @@ def test_kill_restart_late_bars_and_batch_parity(stack_settings, stack_env, kafk
     finally:
         job.stop()
     # Resumed from the checkpoint: what the first run committed is not read again.
-    assert job.rows_in.get("metrics", 0) <= total - len(on_time) // 2, job.log_tail()
+    assert job.rows_in.get("provider_bars", 0) <= total - len(on_time) // 2, job.log_tail()
     # Micro-batches this small compute in the driver; the recompute job below runs on the cluster, so the
     # parity check compares the two.
     assert "on the driver" in job.log_tail(400), job.log_tail()

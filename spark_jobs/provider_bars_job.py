@@ -1,7 +1,8 @@
-"""Metrics job: market.bars.1m.v1 -> upsert bars_1m -> Rust metrics with warm-up history -> metrics_1m and the
-anomalies outbox.
+"""Provider bars job: the bars on market.bars.1m.v1 that no job of ours wrote (REST providers' bars, Binance
+klines, replays, other producers) -> bars_1m, their metrics and the anomalies outbox, through the one metrics
+writer (spark_jobs.metrics_store.apply_bars) the bars job uses for the bars it builds from trades.
 
-    scripts/submit.sh metrics_job [--trigger "500 ms"] [--warmup-bars 512]
+    scripts/submit.sh provider_bars_job [--trigger "500 ms"] [--warmup-bars 512]
 
 Each micro-batch: invalid bars go to rejected_messages; the newest message per (symbol, minute) is upserted
 into bars_1m; then every touched symbol is recomputed from its earliest touched bar on
@@ -29,6 +30,8 @@ from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import BAR_FIELDS, DEFAULT_WARMUP_BARS, Bar, apply_bars, purge_stale_staging
 from spark_jobs.store import insert_rejects, retrying_through_outages
 
+QUERY = "provider_bars"
+
 
 def parse_bars(raw: DataFrame) -> DataFrame:
     """Kafka rows -> `applied` (the bars job's header) and the admitted bar columns, `reject_code` null when
@@ -51,8 +54,8 @@ def latest_bars(records: list[dict[str, Any]]) -> list[Bar]:
     return [Bar.of(r) for _, r in sorted(newest.items())]
 
 
-class MetricsBatch:
-    """foreachBatch function of the metrics query."""
+class ProviderBarsBatch:
+    """foreachBatch function of the provider_bars query."""
 
     def __init__(self, warmup_bars: int, profiles: DetectorProfiles | None = None) -> None:
         self.warmup_bars = warmup_bars
@@ -64,7 +67,7 @@ class MetricsBatch:
         # it is written from the driver anyway; each extra action or shuffle costs seconds on a 2-core cluster.
         # Collected as Arrow: no Row object per value (5,000 bars: 0.4 s less than collect()).
         records = batch.select(*REJECT_FIELDS, "applied", *BAR_FIELDS).toArrow().to_pylist()
-        insert_rejects("metrics_job", [r for r in records if r["reject_code"] is not None])
+        insert_rejects("provider_bars_job", [r for r in records if r["reject_code"] is not None])
         bars = latest_bars([r for r in records if r["reject_code"] is None and not r["applied"]])
         collected = time.monotonic()
         if not bars:
@@ -72,7 +75,7 @@ class MetricsBatch:
         result = apply_bars(bars, self.warmup_bars, self.profiles)
         done = time.monotonic()
         print(
-            f"[metrics] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
+            f"[provider_bars] batch={batch_id} bars={len(bars)} symbols={result.symbols} metrics_upserted="
             f"{result.metric_rows} new_anomalies={result.new_anomalies} took={done - started:.2f}s "
             f"(read {collected - started:.2f}s, bars_1m + metrics {done - collected:.2f}s on the {result.ran_on}: "
             f"{result.carried} symbols from their carry ({result.carries_from_memory} in memory), {result.warmed} "
@@ -97,7 +100,7 @@ def main() -> None:
     detector_profiles.add_argument(parser)
     args = parser.parse_args()
 
-    spark = spark_session("sparktrends-metrics")
+    spark = spark_session("sparktrends-provider-bars")
     purge_stale_staging()
     bars = parse_bars(
         read_kafka_stream(
@@ -105,19 +108,21 @@ def main() -> None:
         )
     )
     observed = bars.observe(
-        "metrics",
+        QUERY,
         F.count(F.lit(1)).alias("bars_in"),
         F.count(F.col("reject_code")).alias("rejects"),
         F.count(F.when(F.col("applied"), 1)).alias("applied_by_bars_job"),
     )
     query = (
-        observed.writeStream.queryName("metrics")
+        observed.writeStream.queryName(QUERY)
         .foreachBatch(
             retrying_through_outages(
-                "metrics",
-                MetricsBatch(args.warmup_bars, detector_profiles.load(args.detector_config)),
+                QUERY,
+                ProviderBarsBatch(args.warmup_bars, detector_profiles.load(args.detector_config)),
             )
         )
+        # The job was called the metrics job until issue 16: its checkpoint keeps the old name, so an upgraded
+        # deployment resumes from its offsets instead of applying the whole bars topic again.
         .option("checkpointLocation", checkpoint_dir(args.checkpoint, "metrics"))
         .trigger(processingTime=f"{interval_ms(args.trigger)} milliseconds")
         .start()
