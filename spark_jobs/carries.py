@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,30 +60,35 @@ class CarryCache:
     """The carries this process computed last, by (database, symbol), least recently used first out beyond
     `max_entries` (about 6.4 kB each with the default windows: 200,000 are about 1.3 GB). An evicted symbol reads its
     stored carry again, as after a restart. Entries are replaced after each committed merge and dropped when one
-    fails."""
+    fails. Thread-safe: the bars job's two queries (bars and gap repairs) write from two threads of one driver."""
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, database: str, symbol: str) -> _Cached | None:
-        entry = self._entries.get((database, symbol))
-        if entry is not None:
-            self._entries.move_to_end((database, symbol))
-        return entry
+        with self._lock:
+            entry = self._entries.get((database, symbol))
+            if entry is not None:
+                self._entries.move_to_end((database, symbol))
+            return entry
 
     def put(self, database: str, symbol: str, entry: _Cached) -> None:
-        self._entries[(database, symbol)] = entry
-        self._entries.move_to_end((database, symbol))
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[(database, symbol)] = entry
+            self._entries.move_to_end((database, symbol))
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
 
     def drop(self, database: str, symbols: list[str]) -> None:
-        for symbol in symbols:
-            self._entries.pop((database, symbol), None)
+        with self._lock:
+            for symbol in symbols:
+                self._entries.pop((database, symbol), None)
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
