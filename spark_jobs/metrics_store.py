@@ -28,7 +28,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,6 +109,11 @@ def _scope_sql(scope: dict[str, dt.datetime]) -> str:
     return ", ".join(rows)
 
 
+def _epoch_us(column: str) -> str:
+    """SQL: a timestamptz column as integer microseconds since the epoch (what read_bars_arrow parses)."""
+    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+
 def bars_with_warmup_sql(
     scope: dict[str, dt.datetime], warmup_bars: int, until: dt.datetime | None = None, epoch_us: bool = False
 ) -> str:
@@ -117,7 +122,7 @@ def bars_with_warmup_sql(
     until_sql = f"AND b.ts <= TIMESTAMPTZ '{until.isoformat()}'" if until else ""
     ts, emit_from = "b.ts", "s.earliest"
     if epoch_us:
-        ts, emit_from = (f"(extract(epoch FROM {c}) * 1000000)::bigint" for c in (ts, emit_from))
+        ts, emit_from = _epoch_us(ts), _epoch_us(emit_from)
     return f"""
         SELECT b.symbol, {ts} AS ts, b.open, b.high, b.low, b.close, b.volume, b.vwap, {emit_from} AS emit_from
         FROM (VALUES {_scope_sql(scope)}) AS s(symbol, earliest)
@@ -133,10 +138,9 @@ def bars_after_sql(after: dict[str, dt.datetime]) -> str:
     """Each symbol's bars after its carry's last bar (as bars_with_warmup_sql(epoch_us=True) gives them). LATERAL
     keeps it one index range scan per symbol: a plain join of thousands of VALUES rows is planned as a hash join
     over the whole of bars_1m (0.4 s at 5,000 symbols with 600 bars each)."""
-    us = "(extract(epoch FROM {}) * 1000000)::bigint"
     return f"""
-        SELECT s.symbol, {us.format("b.ts")} AS ts, b.open, b.high, b.low, b.close, b.volume, b.vwap,
-               {us.format("s.after")} AS emit_from
+        SELECT s.symbol, {_epoch_us("b.ts")} AS ts, b.open, b.high, b.low, b.close, b.volume, b.vwap,
+               {_epoch_us("s.after")} AS emit_from
         FROM (VALUES {_scope_sql(after)}) AS s(symbol, after)
         CROSS JOIN LATERAL (
             SELECT * FROM bars_1m b WHERE b.symbol = s.symbol AND b.ts > s.after ORDER BY b.ts
@@ -303,18 +307,16 @@ def _recompute_locked(
     run_id = uuid.uuid4().hex
     bars_read, planned, computed, generations = 0, carries.Plan(), {}, {}
     try:
-        if engine == "driver" and until is None:
+        if engine == "driver":
+            if until is not None:
+                raise ValueError(
+                    "the driver engine computes through the last bar; a recompute up to a time runs on the cluster"
+                )
             planned = carries.plan(conn, scope, profiles)
-            bars = _bars_to_compute(conn, scope, planned, warmup_bars, appended_after, new_bars)
-            bars_read = bars.num_rows - (pc.sum(bars.column("given")).as_py() or 0)
-            metrics, computed = compute_in_driver(bars.drop_columns(["given"]), profiles, planned.carries)
+            bars, bars_read = _bars_to_compute(conn, scope, planned, warmup_bars, appended_after, new_bars)
+            metrics, computed = compute_in_driver(bars, profiles, planned.carries)
             _stage(conn, run_id, metrics)
             generations = carries.save(conn, planned, computed, set(appended_after), profiles)
-        elif engine == "driver":
-            bars = read_bars_arrow(conn, bars_with_warmup_sql(scope, warmup_bars, until, epoch_us=True))
-            bars_read = bars.num_rows
-            _stage(conn, run_id, compute_in_driver(bars, profiles)[0])
-            carries.forget(conn, list(scope))  # the metrics after `until` were not recomputed
         else:
             if spark is None:
                 raise ValueError("the cluster engine needs a Spark session")
@@ -359,10 +361,10 @@ def _bars_to_compute(
     warmup_bars: int,
     appended_after: Mapping[str, dt.datetime | None],
     new_bars: pa.Table | None,
-) -> pa.Table:
-    """The bars each symbol's metrics are computed from, with a `given` column (true: from `new_bars`, not read):
-    a carried symbol's bars after its carry (the new bars themselves when the carry ends at the bar before
-    them), the others' warm-up and everything after it."""
+) -> tuple[pa.Table, int]:
+    """The bars each symbol's metrics are computed from, and how many of them were read from bars_1m: a carried
+    symbol's bars after its carry (the new bars themselves, not read, when the carry ends at the bar before them),
+    the others' warm-up and everything after it."""
     given: list[str] = []
     read_after: dict[str, dt.datetime] = {}
     for symbol, carry in planned.carries.items():
@@ -372,18 +374,15 @@ def _bars_to_compute(
         else:
             read_after[symbol] = carried_to
     warm = {symbol: earliest for symbol, earliest in scope.items() if symbol not in planned.carries}
-    parts = []
-    if given and new_bars is not None:
-        parts.append(_flagged(new_bars.filter(pc.is_in(new_bars.column("symbol"), pa.array(given))), True))
+    read = []
     if warm:
-        parts.append(_flagged(read_bars_arrow(conn, bars_with_warmup_sql(warm, warmup_bars, epoch_us=True)), False))
+        read.append(read_bars_arrow(conn, bars_with_warmup_sql(warm, warmup_bars, epoch_us=True)))
     if read_after:
-        parts.append(_flagged(read_bars_arrow(conn, bars_after_sql(read_after)), False))
-    return pa.concat_tables(parts)
-
-
-def _flagged(bars: pa.Table, given: bool) -> pa.Table:
-    return bars.append_column("given", pa.array([given] * bars.num_rows, pa.bool_()))
+        read.append(read_bars_arrow(conn, bars_after_sql(read_after)))
+    rows_read = sum(part.num_rows for part in read)
+    if given and new_bars is not None:
+        read.append(new_bars.filter(pc.is_in(new_bars.column("symbol"), pa.array(given))))
+    return pa.concat_tables(read), rows_read
 
 
 # First key of the two-part advisory locks on a symbol's metrics ('SM'); the alerter's delivery locks use 'ST',
@@ -400,9 +399,7 @@ class SymbolsLocked(RuntimeError):
     """A recomputation waited SYMBOL_LOCK_TIMEOUT_S for symbols that another session holds."""
 
 
-def lock_symbols(
-    conn: psycopg.Connection, scope: dict[str, dt.datetime], timeout_s: float = SYMBOL_LOCK_TIMEOUT_S
-) -> None:
+def lock_symbols(conn: psycopg.Connection, symbols: Collection[str], timeout_s: float = SYMBOL_LOCK_TIMEOUT_S) -> None:
     """Holds every scoped symbol until the merge commits. Two recomputations of one symbol (the bars job and
     the provider bars job, or a backfill) then run one after the other, and the later one reads every bar the
     earlier saw: without it, one that read an older snapshot could commit last and leave stale metrics.
@@ -414,11 +411,11 @@ def lock_symbols(
         conn.execute(
             f"SELECT count(pg_advisory_xact_lock({SYMBOL_LOCK_NAMESPACE}, k)) FROM "
             "(SELECT DISTINCT hashtext(s) AS k FROM unnest(%s::text[]) AS s ORDER BY 1) keys",
-            (list(scope),),
+            (list(symbols),),
         )
     except psycopg.errors.LockNotAvailable as err:
         raise SymbolsLocked(
-            f"waited {timeout_s:g}s for {len(scope)} symbol(s) held by another recomputation "
+            f"waited {timeout_s:g}s for {len(symbols)} symbol(s) held by another recomputation "
             f"({_symbol_lock_holders()}); is a batch stalled?"
         ) from err
 
@@ -525,7 +522,7 @@ def apply_bars(
     with pg_connect() as conn:
         # The bars are written under their symbols' locks, in the metrics' transaction: "the symbol's last bar
         # before these" then holds until the merge, whoever else writes the symbol (carries.py relies on it).
-        lock_symbols(conn, {bar.symbol: dt.datetime.min for bar in bars})
+        lock_symbols(conn, {bar.symbol for bar in bars})
         changed = conn.execute(_UPSERT_BARS, [*params, *([ORIGINS] * 3)]).fetchall()
         if not changed:
             conn.commit()
