@@ -332,6 +332,24 @@ def cand_volume(b: Bars, window: int = 30, floor: float = 0.3) -> np.ndarray:
     return (x - mu) / np.fmax(sd, floor)
 
 
+def cand_volume_effort(b: Bars, window: int = 30, floor: float = 0.3, long: int = 480, eps: float = 0.05) -> np.ndarray:
+    """Volume beyond what the bar's price activity explains ("effort vs result"): u_t = ln(V_t / mean V of the last
+    `long` bars through t - 1 + eps), a_t = ln(1 + max(ln(H/L), |r_t|) / sigma_hat(t - 1)), x_t = u_t - a_t, and the
+    statistic (x_t - mean) / max(std, floor) over the `window` x before t. Busy real minutes move the price; a block
+    that trades without moving it, or a spike in a quiet market, does not. Relative to the long mean, so the units
+    of volume (0.006 BTC or 100,000 shares a minute) do not change the log's curvature."""
+    v = b.volume.astype(float)
+    mean_v = _roll(v, long, 10, "mean")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.log(v / np.where(mean_v > 0, mean_v, np.nan) + eps)
+        r = log_returns(b)
+        move = np.fmax(np.log(b.high / b.low), np.abs(r))
+        a = np.log1p(move / mix_scale(r, long=long))
+    x = u - a
+    mu, sd = _roll(x, window, 10, "mean"), _roll(x, window, 10, "std")
+    return (x - mu) / np.fmax(sd, floor)
+
+
 def cand_regime(b: Bars, short: int = 30, long: int = 1440, trim: int = 0) -> np.ndarray:
     """sqrt(mean r^2 over the `short` returns ending at t) / sigma_hat(t - short): the scale known just before the
     short window starts, so the new regime does not dilute its own baseline. `trim`: leave out the window's `trim`
@@ -387,12 +405,14 @@ class Candidate:
     kinds: tuple[str, ...] = ("jump", "volume", "regime")
     long: int = 480  # bars of the scale floor's RMS (480 + 30 + 1 fit the jobs' warm-up)
     trim: int = 2  # largest squared returns left out of the regime window
+    volume: str = "floored"  # "floored": cand_volume; "effort": cand_volume_effort
 
     def __call__(self, b: Bars) -> Output:
         n = len(b.ts)
         nan = np.full(n, np.nan)
         jump = cand_jump(b, self.scale, self.confirm, self.long) / self.tj if "jump" in self.kinds else nan
-        vol = cand_volume(b) / self.tv if "volume" in self.kinds else nan
+        volume_stat = cand_volume_effort if self.volume == "effort" else cand_volume
+        vol = volume_stat(b) / self.tv if "volume" in self.kinds else nan
         reg = cand_regime(b, long=self.long, trim=self.trim) / self.tr if "regime" in self.kinds else nan
         parts = np.vstack([_clean(jump), _clean(vol), _clean(reg)])
         kind = np.array(["jump", "volume", "regime"])[np.argmax(parts, axis=0)]
@@ -659,7 +679,7 @@ def score_injected(
 
 
 REFERENCE = "shipped (defaults)"  # the kernel as the jobs run it; "equal_far" matches its false-alarm rate
-BEST = "prototype D (numpy)"
+BEST = "prototype E (numpy)"
 
 
 def detectors() -> dict[str, Detector]:
@@ -679,8 +699,10 @@ def detectors() -> dict[str, Detector]:
         "prototype D regime, untrimmed": Candidate(kinds=("regime",), mute=False, trim=0),
         "prototype D regime": Candidate(kinds=("regime",), mute=False),
         "prototype D volume": Candidate(kinds=("volume",), mute=False),
+        "prototype E volume (excess over price activity)": Candidate(kinds=("volume",), mute=False, volume="effort"),
         "prototype D, long floor 1440": Candidate(long=1440),
-        BEST: Candidate(),
+        "prototype D (numpy)": Candidate(),
+        BEST: Candidate(volume="effort", tv=5.25, tr=4.25),
     }
 
 

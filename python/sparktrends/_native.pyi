@@ -24,7 +24,7 @@ class MetricsConfig:
     (window 30, min_periods 10, lam 0.94, max_gap_minutes 15, regime_window 30, regime_trim 2,
     scale_floor_window 480, scale_floor_share 0.5, volume_scale_floor 0.3, episode_minutes 30,
     no session, session_edge_minutes 2, mute_outside_session True; thresholds: price_z 5.5/11,
-    volume_z 6.5/13, vol_ratio 4.5/9). `session` is "<IANA zone> HH:MM-HH:MM[,HH:MM-HH:MM]".
+    volume_z 5.25/10.5, vol_ratio 4.25/8.5). `session` is "<IANA zone> HH:MM-HH:MM[,HH:MM-HH:MM]".
     Invalid values raise ValueError."""
 
     def __new__(

@@ -22,10 +22,10 @@ class Config:
     regime_window: int = 30
     price_z_warning: float = 5.5
     price_z_critical: float = 11.0
-    volume_z_warning: float = 6.5
-    volume_z_critical: float = 13.0
-    vol_ratio_warning: float = 4.5
-    vol_ratio_critical: float = 9.0
+    volume_z_warning: float = 5.25
+    volume_z_critical: float = 10.5
+    vol_ratio_warning: float = 4.25
+    vol_ratio_critical: float = 8.5
     scale_floor_window: int = 480
     scale_floor_share: float = 0.5
     volume_scale_floor: float = 0.3
@@ -142,7 +142,6 @@ def _segment_metrics(g: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     prior_mean = _rolling_mean(log_volume, n, m).shift(1)
     prior_sd = _rolling_std(log_volume, n, m).shift(1)
     out["volume_z"] = (log_volume - prior_mean) / _positive(prior_sd)
-    out["_volume_stat"] = (log_volume - prior_mean) / _positive(np.fmax(prior_sd, cfg.volume_scale_floor))
     # How many ulps of the data the dispersion spans: near-equal volumes (13.69 and 13.69 + 1e-10) have an sd
     # made of the data's rounding, and any two correct computations of their z-score differ at ~1e-5.
     out["_volume_z_condition"] = prior_mean.abs() / _positive(prior_sd)
@@ -189,6 +188,45 @@ def _detector_statistics(bars: pd.DataFrame, out: pd.DataFrame, cfg: Config) -> 
                 regime[t] = np.sqrt(kept.mean()) / scale[t - s]
     out["_jump_z"] = jump
     out["_vol_ratio"] = regime
+    _volume_statistic(bars, out, cfg, scale)
+
+
+RELATIVE_VOLUME_OFFSET = 0.05
+
+
+def _volume_statistic(bars: pd.DataFrame, out: pd.DataFrame, cfg: Config, scale: np.ndarray) -> None:
+    """The detector's volume statistic over the whole series: the excess x_t = ln(V_t / mean V of the last
+    scale_floor_window bars + 0.05) - ln(1 + max(ln(H/L), |log_ret|) / scale[t - 1]), then (x_t - mean) /
+    max(sd, volume_scale_floor) over the `window` excesses before t. Every window sliced afresh."""
+    n, m = len(bars), cfg.min_periods
+    volume = _valid_volume(bars["volume"]).to_numpy(float)
+    high, low = (_valid_price(bars[k]).to_numpy(float) for k in ("high", "low"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = np.fmax(np.log(high / low), np.abs(out["log_ret"].to_numpy(float)))
+    excess = np.full(n, np.nan)
+    stat = np.full(n, np.nan)
+    condition = np.full(n, np.nan)
+    for t in range(n):
+        before = excess[max(0, t - cfg.window) : t]
+        before = before[~np.isnan(before)]
+        if len(before) >= m:
+            mean = before.mean()
+            sd = before.std(ddof=1) if len(before) > 1 else np.nan
+            spread = np.fmax(sd, cfg.volume_scale_floor)
+            condition[t] = abs(mean) / spread if spread > 0 else np.inf
+        past = volume[max(0, t - cfg.scale_floor_window) : t]
+        past = past[~np.isnan(past)]
+        sigma = scale[t - 1] if t > 0 else np.nan
+        if len(past) >= m and past.mean() > 0 and sigma > 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = np.log(volume[t] / past.mean() + RELATIVE_VOLUME_OFFSET) - np.log1p(moved[t] / sigma)
+            if np.isfinite(x):
+                excess[t] = x
+        if len(before) >= m and spread > 0:
+            stat[t] = (excess[t] - mean) / spread
+    out["_volume_stat"] = stat
+    # How many ulps of the data the dispersion spans (see _volume_z_condition).
+    out["_volume_excess_condition"] = condition
 
 
 def _session_phase(ts_us: int, spec: str, edge: int) -> str:

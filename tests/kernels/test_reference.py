@@ -34,6 +34,7 @@ def compare(frame: pd.DataFrame, config: dict) -> None:
     ill_conditioned |= (expected["_vol_ratio"] > ILL_CONDITIONED_Z).to_numpy()
     ill_conditioned |= (expected["_jump_z"] > ILL_CONDITIONED_Z).to_numpy()
     ill_conditioned |= (expected["_volume_z_condition"] > ILL_CONDITIONED_Z).to_numpy()
+    ill_conditioned |= (expected["_volume_excess_condition"] > ILL_CONDITIONED_Z).to_numpy()
     for name in FLOAT_COLUMNS:
         got = actual.column(name).to_numpy(zero_copy_only=False).astype(float)
         want = expected[name].to_numpy(float)

@@ -1,26 +1,18 @@
 //! Anomaly kinds, severity and the rule that combines the per-kind statistics.
 //!
-//! Three detectors, each with a statistic whose baseline uses only data before t:
-//! - `price_jump`: |ℓ_t| / vol_yz(t − 1), the bar's log return in Yang–Zhang standard deviations of
-//!   the window before it. The range-based estimator uses each bar's open, high, low and close, so
-//!   its 30-bar baseline is a far less noisy scale than the 30 closes behind return_z or the
-//!   median/MAD behind robust_z. Measured on labelled series over four seeds (docs/detection.md), it
-//!   beats their best combination, min(|robust_z|, |return_z|), on precision and on recall at once.
-//!   Two-sided.
-//! - `volume_spike`: volume_z. One-sided: unusually low volume is not alerted.
-//! - `vol_regime_shift`: σ_short / σ_base, where σ_short = 1.4826 · median(|ℓ|) over the last s
-//!   returns ending at t (all s must be non-null; for zero-mean Gaussian returns it estimates σ),
-//!   and σ_base = vol_cc at t − s, the long window that ends just before the short one starts.
-//!   The windows do not overlap, so the new regime does not dilute its own baseline; the median
-//!   makes a single jump (already a `price_jump`) unable to fire a regime shift on its own: more
-//!   than half of the short window must be in the new regime. One-sided (vol rises). It fires on
-//!   every bar while the condition holds; the alerter's per-symbol cooldown deduplicates.
+//! Three statistics, computed by [`crate::detector`] with baselines that use only data before t:
+//! - `price_jump`: the confirmed move away from the level of the bars before it, in σ̂ (a scale
+//!   with a floor in price terms). Two-sided.
+//! - `volume_spike`: the volume excess over what the bar's price activity explains. One-sided:
+//!   unusually low volume is not alerted.
+//! - `vol_regime_shift`: the trimmed RMS of the short window's returns over σ̂ just before it.
+//!   One-sided (volatility rises).
 //!
 //! A kind fires when its statistic ≥ its warning threshold. `anomaly_score` = max over kinds of
-//! statistic / warning threshold (null when no statistic is defined), so a score ≥ 1 means an
-//! alert. `is_anomaly` is true iff at least one kind fired (decided on the statistics, not on the
-//! rounded score). Severity is `critical` when any fired kind's statistic reaches its critical
-//! threshold, else `warning`; none when nothing fired.
+//! statistic / warning threshold (null when no statistic is defined), so a score ≥ 1 means a
+//! flagged bar; the detector's session mute and episode rule then decide whether it is alerted.
+//! Severity is `critical` when any fired kind's statistic reaches its critical threshold, else
+//! `warning`; none when nothing fired.
 
 use crate::config::AnomalyThresholds;
 

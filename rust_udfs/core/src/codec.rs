@@ -11,7 +11,7 @@ use std::fmt;
 /// First bytes of every encoded carry.
 pub(crate) const MAGIC: &[u8; 4] = b"STCS";
 /// Bumped whenever the layout changes; an older value is rejected (the job then warms up from bars).
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
 
 /// Why bytes are not a carry for a configuration.
 #[derive(Debug, Clone, PartialEq)]

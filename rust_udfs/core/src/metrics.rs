@@ -447,6 +447,7 @@ fn encode_state_shape(c: &MetricsConfig, w: &mut Writer) {
     w.i64(c.max_gap_us);
     w.usize(c.regime_window);
     w.usize(c.scale_floor_window);
+    w.f64(c.scale_floor_share);
 }
 
 fn decode_state_shape(r: &mut Reader) -> Result<MetricsConfig, DecodeError> {
@@ -457,6 +458,7 @@ fn decode_state_shape(r: &mut Reader) -> Result<MetricsConfig, DecodeError> {
         max_gap_us: r.i64("max gap")?,
         regime_window: r.usize("regime window")?,
         scale_floor_window: r.usize("scale floor window")?,
+        scale_floor_share: r.f64("scale floor share")?,
         ..MetricsConfig::default()
     })
 }
@@ -844,7 +846,6 @@ pub fn compute(
     }
 
     let mut log_volume_windows = vec![MomentWindow::EMPTY; len];
-    let mut volume_stat = vec![f64::NAN; len];
     rolling::<MomentAgg>(
         &segs,
         n,
@@ -865,14 +866,7 @@ pub fn compute(
         }
     }
 
-    baselines(
-        &series,
-        &segs,
-        cfg,
-        &log_volume_windows,
-        &mut out,
-        &mut volume_stat,
-    );
+    baselines(&series, &segs, cfg, &log_volume_windows, &mut out);
     let mut detector = carry.map_or_else(|| DetectorState::new(cfg), |c| c.detector.clone());
     #[allow(clippy::needless_range_loop)] // t indexes the bars, the series and the outputs alike
     for t in tail_len..len {
@@ -881,7 +875,8 @@ pub fn compute(
                 ts: work.ts[t],
                 log_close: price(work.close[t]).ln(),
                 log_ret: series.log_ret[t],
-                volume_stat: volume_stat[t],
+                log_range: (price(work.high[t]) / price(work.low[t])).ln(),
+                volume: volume(work.volume[t]),
             },
             cfg,
         );
@@ -951,15 +946,14 @@ fn yang_zhang(
     );
 }
 
-/// return_z, robust_z and volume_z against the window ending at t − 1, and the detector's volume
-/// statistic (volume_z over a scale floored at `volume_scale_floor`). Baselines never include bar t.
+/// return_z, robust_z and volume_z against the window ending at t − 1. Baselines never include
+/// bar t.
 fn baselines(
     series: &BarSeries,
     segs: &Segments,
     cfg: &MetricsConfig,
     log_volume_windows: &[MomentWindow],
     out: &mut Metrics,
-    volume_stat: &mut [f64],
 ) {
     let (n, m) = (cfg.window, cfg.min_periods);
     let mut prior_returns = SortedWindow::with_capacity(n + 1);
@@ -975,8 +969,6 @@ fn baselines(
                     let sd = prior_volume.variance.sqrt();
                     let deviation = series.log_volume[t] - prior_volume.mean;
                     out.volume_z[t] = finite_or_nan(ratio(deviation, sd));
-                    volume_stat[t] =
-                        finite_or_nan(ratio(deviation, sd.max(cfg.volume_scale_floor)));
                 }
             }
             if prior_returns.len() >= m {

@@ -517,7 +517,7 @@ fn an_encoded_carry_is_checked_before_it_is_trusted() {
     let (_, carry) = compute(&bars.view(), &cfg, None).unwrap();
     let bytes = carry.to_bytes();
     // A day of history or ten: the carry is the windows' worth, a few kB.
-    assert!(bytes.len() < 8 * 1024, "{} bytes", bytes.len());
+    assert!(bytes.len() < 12 * 1024, "{} bytes", bytes.len());
     assert_eq!(CarryState::from_bytes(&bytes, &cfg).unwrap(), carry);
 
     let decode_error = |b: &[u8]| match CarryState::from_bytes(b, &cfg) {
@@ -542,8 +542,18 @@ fn an_encoded_carry_is_checked_before_it_is_trusted() {
         CarryState::from_bytes(&bytes, &other_window).unwrap_err(),
         MetricsError::CarryConfigMismatch
     );
+    // The floor's share shapes the carried scales, so it shapes the state too.
+    let other_floor = MetricsConfig {
+        scale_floor_share: 0.25,
+        ..default_cfg()
+    };
+    assert_eq!(
+        CarryState::from_bytes(&bytes, &other_floor).unwrap_err(),
+        MetricsError::CarryConfigMismatch
+    );
     let mut retuned = default_cfg();
     retuned.thresholds.price_z.warning = 3.0;
+    retuned.volume_scale_floor = 0.5;
     assert!(CarryState::from_bytes(&bytes, &retuned).is_ok());
 }
 
