@@ -31,7 +31,8 @@ PY
 # Each application takes a few of the worker's slots, so the pipeline's streaming jobs run side by side; few
 # shuffle partitions because a 2-core cluster pays per task (2 rather than 6 cut a live bars batch from ~1 s to
 # ~0.6 s), and a stateful query keeps this number for life. Executor logs roll at 10 MB, five kept: a streaming job
-# runs for weeks.
+# runs for weeks. Each driver's UI serves Spark's metrics for Prometheus at /metrics/prometheus/ (with every streaming
+# query's input and processing rates, batch latency and watermark) and executors' at /metrics/executors/prometheus/.
 exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.sql.session.timeZone=UTC" \
   --conf "spark.driver.extraJavaOptions=-Duser.timezone=UTC" \
@@ -42,6 +43,10 @@ exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.executor.logs.rolling.strategy=size" \
   --conf "spark.executor.logs.rolling.maxSize=10485760" \
   --conf "spark.executor.logs.rolling.maxRetainedFiles=5" \
+  --conf "spark.sql.streaming.metricsEnabled=true" \
+  --conf "spark.ui.prometheus.enabled=true" \
+  --conf "spark.metrics.conf.*.sink.prometheusServlet.class=org.apache.spark.metrics.sink.PrometheusServlet" \
+  --conf "spark.metrics.conf.*.sink.prometheusServlet.path=/metrics/prometheus" \
   ${PGPASSFILE:+--conf "spark.executorEnv.PGPASSFILE=$PGPASSFILE"} \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \
   "$(case "$job" in *.py) echo "$job";; *) echo "$repo/spark_jobs/$job.py";; esac)" "$@"

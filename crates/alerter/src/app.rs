@@ -91,6 +91,16 @@ async fn serve(cli: Cli) -> i32 {
         stats: Stats::default(),
         wake: Arc::new(Notify::new()),
     });
+    if let Some(address) = cli.metrics_address {
+        let scraped = shared.clone();
+        match sparktrends_service::prometheus::serve(address, move || scraped.stats.exposition()) {
+            Ok(bound) => info!("metrics on http://{bound}/metrics"),
+            Err(err) => {
+                error!("cannot serve metrics on {address}: {err}");
+                return 2;
+            }
+        }
+    }
     let (stop, shutdown) = watch::channel(false);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -145,6 +155,7 @@ async fn report_stats(
             Some(c) => outbox::queue(c).await.ok(),
             None => None,
         };
+        shared.stats.remember(queue);
         info!("{}", shared.stats.line(queue));
     }
 }

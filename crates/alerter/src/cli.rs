@@ -48,6 +48,9 @@ pub struct Cli {
     /// Longest Retry-After honoured (seconds).
     #[arg(long, env = "ALERTER_RATE_LIMIT_MAX_SECS", default_value_t = 900)]
     pub rate_limit_max_secs: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. 127.0.0.1:9465; none by default.
+    #[arg(long, env = "ALERTER_METRICS_ADDRESS", value_name = "HOST:PORT")]
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Interval of the `stats ...` log line (milliseconds).
     #[arg(long, env = "ALERTER_STATS_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub stats_interval_ms: u64,

@@ -17,6 +17,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Rows settled by the cooldown without a message.
     pub suppressed: AtomicU64,
+    /// The queue at the last stats tick (None: not read yet, or the database was unreachable).
+    last_queue: std::sync::Mutex<Option<Queue>>,
 }
 
 /// The queue as the database sees it.
@@ -43,6 +45,69 @@ impl Stats {
         format!("stats {} {queue}", self.counters())
     }
 
+    /// Keeps the queue a stats tick read, for the metrics endpoint.
+    pub fn remember(&self, queue: Option<Queue>) {
+        *self.last_queue.lock().unwrap_or_else(|e| e.into_inner()) = queue;
+    }
+
+    /// The counters and the last queue seen, in Prometheus text format (`--metrics-address`).
+    pub fn exposition(&self) -> String {
+        let queue = *self.last_queue.lock().unwrap_or_else(|e| e.into_inner());
+        use sparktrends_service::prometheus::{Exposition, Kind};
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        let mut e = Exposition::new();
+        for (name, help, value) in [
+            (
+                "sparktrends_alerter_sent_total",
+                "Messages accepted by Slack (or printed in console mode).",
+                get(&self.sent),
+            ),
+            (
+                "sparktrends_alerter_folded_total",
+                "Anomalies delivered inside another one's message.",
+                get(&self.folded),
+            ),
+            (
+                "sparktrends_alerter_retried_total",
+                "Messages scheduled for another attempt.",
+                get(&self.retried),
+            ),
+            (
+                "sparktrends_alerter_rate_limited_total",
+                "Messages Slack rate-limited (429).",
+                get(&self.rate_limited),
+            ),
+            (
+                "sparktrends_alerter_failed_total",
+                "Anomalies given up on.",
+                get(&self.failed),
+            ),
+            (
+                "sparktrends_alerter_suppressed_total",
+                "Anomalies settled by the cooldown without a message.",
+                get(&self.suppressed),
+            ),
+        ] {
+            e.single(name, Kind::Counter, help, value);
+        }
+        let (pending, oldest) = queue.map_or((f64::NAN, f64::NAN), |q| {
+            (q.pending as f64, q.oldest_pending_s)
+        });
+        e.single(
+            "sparktrends_alerter_pending",
+            Kind::Gauge,
+            "Anomalies waiting in the outbox (NaN: database unreachable).",
+            pending,
+        );
+        e.single(
+            "sparktrends_alerter_oldest_pending_seconds",
+            Kind::Gauge,
+            "Age of the oldest pending anomaly.",
+            oldest,
+        );
+        e.finish()
+    }
+
     pub fn counters(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
@@ -60,6 +125,30 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exposition_has_every_counter_and_the_queue() {
+        let stats = Stats::default();
+        Stats::add(&stats.sent, 3);
+        stats.remember(Some(Queue {
+            pending: 2,
+            oldest_pending_s: 4.5,
+        }));
+        let text = stats.exposition();
+        assert!(
+            text.contains("sparktrends_alerter_sent_total 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("sparktrends_alerter_pending 2\n"), "{text}");
+        assert!(
+            text.contains("sparktrends_alerter_oldest_pending_seconds 4.5\n"),
+            "{text}"
+        );
+        stats.remember(None);
+        assert!(stats
+            .exposition()
+            .contains("sparktrends_alerter_pending NaN\n"));
+    }
 
     #[test]
     fn line_lists_every_counter_and_the_queue() {

@@ -284,6 +284,18 @@ fn run_into_kafka(
     known_symbols: Option<HashSet<String>>,
 ) -> i32 {
     let stats = Arc::new(Stats::default());
+    if let Some(address) = cli.metrics_address {
+        let scraped = stats.clone();
+        match sparktrends_service::prometheus::serve(address, move || {
+            crate::stats::exposition(&scraped)
+        }) {
+            Ok(bound) => info!("metrics on http://{bound}/metrics"),
+            Err(err) => {
+                error!("cannot serve metrics on {address}: {err}");
+                return EXIT_CONFIG;
+            }
+        }
+    }
     let settings = ProducerSettings {
         bootstrap: cli.kafka.kafka_bootstrap.clone(),
         linger_ms: cli.kafka.linger_ms,

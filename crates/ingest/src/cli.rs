@@ -40,6 +40,14 @@ pub struct Cli {
     /// Seconds between rate lines (messages/s, totals, dead letters, reconnects).
     #[arg(long, global = true, default_value_t = 5.0, value_name = "SECONDS")]
     pub stats_interval: f64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. 127.0.0.1:9464; none by default.
+    #[arg(
+        long,
+        global = true,
+        env = "SPARKTRENDS_INGEST_METRICS_ADDRESS",
+        value_name = "HOST:PORT"
+    )]
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Directory of the sources' durable state (REST cursors, backfill progress), so a restart neither
     /// re-sends nor skips.
     #[arg(

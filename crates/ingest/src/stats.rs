@@ -107,6 +107,73 @@ pub fn rate_line(previous: &Snapshot, current: &Snapshot, elapsed: Duration) -> 
     )
 }
 
+/// The counters in Prometheus text format, for `--metrics-address`. Message kinds are the contract's message
+/// names; reject codes its codes.
+pub fn exposition(stats: &Stats) -> String {
+    use sparktrends_service::prometheus::{Exposition, Kind};
+    let s = stats.snapshot();
+    let mut e = Exposition::new();
+    let messages = "sparktrends_ingest_messages_total";
+    e.family(
+        messages,
+        Kind::Counter,
+        "Messages handed to Kafka, by contract message kind.",
+    );
+    for (kind, n) in [
+        ("trade", s.trades),
+        ("bar", s.bars),
+        ("company", s.companies),
+        ("dead_letter", s.dead_letters),
+        ("gap", s.gap_records),
+    ] {
+        e.sample(messages, &[("kind", kind)], n as f64);
+    }
+    let rejects = "sparktrends_ingest_rejects_total";
+    e.family(
+        rejects,
+        Kind::Counter,
+        "Dead letters by contract reject code.",
+    );
+    for (code, n) in stats.rejects_by_code() {
+        e.sample(rejects, &[("code", code.as_str())], n as f64);
+    }
+    for (name, help, value) in [
+        (
+            "sparktrends_ingest_reconnects_total",
+            "Feed reconnects.",
+            s.reconnects,
+        ),
+        (
+            "sparktrends_ingest_gaps_total",
+            "Gaps found in feeds.",
+            s.gaps,
+        ),
+        (
+            "sparktrends_ingest_repaired_trades_total",
+            "Trades a gap repair sent.",
+            s.repaired_trades,
+        ),
+        (
+            "sparktrends_ingest_delivered_total",
+            "Messages the broker acknowledged.",
+            s.delivered,
+        ),
+        (
+            "sparktrends_ingest_delivery_failures_total",
+            "Messages the producer failed to deliver.",
+            s.delivery_failures,
+        ),
+        (
+            "sparktrends_ingest_payload_bytes_total",
+            "Serialised bytes handed to the producer.",
+            s.payload_bytes,
+        ),
+    ] {
+        e.single(name, Kind::Counter, help, value as f64);
+    }
+    e.finish()
+}
+
 pub async fn report_rates(stats: Arc<Stats>, interval: Duration, shutdown: Shutdown) {
     let mut previous = stats.snapshot();
     let mut last = Instant::now();
@@ -133,6 +200,26 @@ pub async fn report_rates(stats: Arc<Stats>, interval: Duration, shutdown: Shutd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exposition_counts_by_contract_kind_and_code() {
+        let stats = Stats::default();
+        Stats::bump(&stats.trades);
+        Stats::bump(&stats.trades);
+        stats.count_reject(RejectCode::MalformedJson);
+        let text = exposition(&stats);
+        assert!(
+            text.contains("sparktrends_ingest_messages_total{kind=\"trade\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sparktrends_ingest_rejects_total{code=\"malformed_json\"} 1\n"),
+            "{text}"
+        );
+        for kind in ["trade", "bar", "company", "dead_letter", "gap"] {
+            sparktrends_contract::spec::message(kind); // a contract message name, or this panics
+        }
+    }
 
     #[test]
     fn rate_counts_everything_produced_per_second() {

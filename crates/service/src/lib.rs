@@ -2,9 +2,11 @@
 //! - [`secret`]: secrets read from the environment in a type that cannot print them, URL redaction;
 //! - [`backoff`]: exponential retry delays with equal jitter;
 //! - [`retry_after`]: the `Retry-After` header (delay-seconds or an HTTP date);
+//! - [`prometheus`]: the Prometheus text format and a `/metrics` endpoint;
 //! - [`init_logging`]: one log line format on stderr, filtered by `RUST_LOG`.
 
 pub mod backoff;
+pub mod prometheus;
 pub mod retry_after;
 pub mod secret;
 
