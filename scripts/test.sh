@@ -18,8 +18,10 @@ else
   .venv/bin/python scripts/stack.py up
 fi
 
+source scripts/progress.sh
 step "cargo test"
-cargo test --workspace --exclude sparktrends-py --quiet 2>&1 | grep -vE '^\s*$'
+long "cargo test (build and run)" bash -c "set -o pipefail; cargo test --workspace --exclude sparktrends-py --quiet 2>&1 \
+  | grep -vE '^\s*$'"
 step "pytest"
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pytest ${PYTEST_ARGS:-}
 step "done"
