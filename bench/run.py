@@ -1,7 +1,7 @@
 """`make bench`: every benchmark section side by side in one run, each against its natural alternative.
 
     python bench/run.py [section ...]   sections: kernels, detection, spark, pipeline, ingest, alerts, gaps,
-                                        backfill, scale (default: all)
+                                        backfill, scale, dashboard (default: all)
 
 Results go to .bench/results.json (all numbers) and .bench/results.md (the table printed at the end); a run
 of some sections replaces only those sections' rows.
@@ -37,6 +37,7 @@ SECTIONS = {
     "gaps": ("gap_repair", True),
     "backfill": ("backfill", True),
     "scale": ("metrics_scale", True),
+    "dashboard": ("dashboard", True),
 }
 
 

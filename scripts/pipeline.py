@@ -32,13 +32,14 @@ import stack  # noqa: E402
 # How often the runner bounds .stack/logs (every service's log and its components', scripts/logfiles.py).
 LOG_CHECK_S = 60.0
 
-COMPONENTS = ["bars-job", "provider-bars-job", "companies-job", "alerter", "ingest"]
+COMPONENTS = ["bars-job", "provider-bars-job", "companies-job", "alerter", "dashboard", "ingest"]
 
 
 def components(names: list[str], source: str, source_args: list[str]) -> list[services.ProcessService]:
     """The pipeline's processes in start order (consumers before the producer)."""
     submit = str(REPO / "scripts" / "submit.sh")
-    ingest_args = [source, *source_args]
+    settings = stack.settings()
+    ingest_args = [source, *source_args, "--metrics-address", f"127.0.0.1:{settings.ingest_metrics_port}"]
     if source == "synthetic" and not source_args:
         # Three hours of history at once, then live: windows are warm and rows land within a minute or two.
         ingest_args += ["--backfill-minutes", "180", "--labels-out", str(stack.STACK / "synthetic-labels.jsonl")]
@@ -46,7 +47,18 @@ def components(names: list[str], source: str, source_args: list[str]) -> list[se
         "bars-job": lambda: [submit, "bars_job"],
         "provider-bars-job": lambda: [submit, "provider_bars_job"],
         "companies-job": lambda: [submit, "companies_job"],
-        "alerter": lambda: [cargo_bin.installed_or_built("sparktrends-alerter")],
+        "alerter": lambda: [
+            cargo_bin.installed_or_built("sparktrends-alerter"),
+            "--metrics-address",
+            f"127.0.0.1:{settings.alerter_metrics_port}",
+        ],
+        "dashboard": lambda: [
+            sys.executable,
+            "-m",
+            "dashboard.server",
+            "--port",
+            str(settings.dashboard_port),
+        ],
         "ingest": lambda: [cargo_bin.installed_or_built("sparktrends-ingest"), *ingest_args],
     }
     return [
@@ -107,8 +119,11 @@ def main() -> int:
     stack.LOGS.mkdir(parents=True, exist_ok=True)
 
     parts = components(args.components.split(","), args.source, args.source_args)
+    dashboard = f"http://127.0.0.1:{stack.settings().dashboard_port}/"
     print(
-        f"pipeline: source={args.source}; Spark master UI {env['SPARK_MASTER_UI']}, driver UIs from :4040", flush=True
+        f"pipeline: source={args.source}; dashboard {dashboard} ; Spark master UI {env['SPARK_MASTER_UI']}, "
+        "driver UIs from :4040",
+        flush=True,
     )
     stopping = False
 

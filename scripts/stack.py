@@ -70,6 +70,9 @@ class Settings:
     master_port: int
     master_ui_port: int
     worker_ui_port: int
+    dashboard_port: int  # the read API and dashboard (dashboard/server.py), which `make run` starts
+    ingest_metrics_port: int  # Prometheus endpoints of `make run`'s ingest and alerter (docs/api.md)
+    alerter_metrics_port: int
     worker_cores: int
     worker_memory: str
 
@@ -94,6 +97,7 @@ class Settings:
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "SPARK_MASTER_URL": self.master_url,
             "SPARK_MASTER_UI": f"http://127.0.0.1:{self.master_ui_port}",
+            "SPARKTRENDS_DASHBOARD_PORT": str(self.dashboard_port),
         }
 
     def owner_env(self) -> dict[str, str]:
@@ -125,6 +129,9 @@ def settings() -> Settings:
         master_port=int(env("SPARK_MASTER_PORT", "7077")),
         master_ui_port=int(env("SPARK_MASTER_WEBUI_PORT", "8080")),
         worker_ui_port=int(env("SPARK_WORKER_WEBUI_PORT", "8081")),
+        dashboard_port=int(env("SPARKTRENDS_DASHBOARD_PORT", "8050")),
+        ingest_metrics_port=int(env("SPARKTRENDS_INGEST_METRICS_PORT", "9464")),
+        alerter_metrics_port=int(env("SPARKTRENDS_ALERTER_METRICS_PORT", "9465")),
         # More slots than physical cores on purpose: the pipeline runs several small streaming
         # applications at once and each needs an executor core of its own.
         worker_cores=int(env("SPARK_WORKER_CORES", "6")),

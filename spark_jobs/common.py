@@ -13,12 +13,7 @@ from confluent_kafka import Producer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-
-def env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name, default)
-    if value is None:
-        raise SystemExit(f"missing environment variable {name}")
-    return value
+from spark_jobs.database import env
 
 
 def spark_session(app_name: str) -> SparkSession:
@@ -155,12 +150,14 @@ def paced_trigger(spark: SparkSession) -> dict[str, str]:
 
 
 class ProgressReporter(StreamingQueryListener):
-    """One line per micro-batch: rows in, rate, observed metrics and rows dropped as too late. Every progress
-    and idle event also tells `watch` the query is alive."""
+    """One line per micro-batch: rows in, rate, observed metrics and rows dropped as too late, and its row in
+    PostgreSQL's stream_progress when given a `store`. Every progress and idle event also tells `watch` the query is
+    alive."""
 
-    def __init__(self, watch: StallWatch | None = None) -> None:
+    def __init__(self, watch: StallWatch | None = None, store: Any = None) -> None:
         super().__init__()
         self.watch = watch
+        self.store = store
 
     def _heard(self, query_id: Any) -> None:
         if self.watch is not None and (line := self.watch.heard(query_id)):
@@ -183,6 +180,8 @@ class ProgressReporter(StreamingQueryListener):
             f"late_dropped={late} {metrics}",
             flush=True,
         )
+        if self.store is not None:
+            self.store.record(p)
 
     def onQueryIdle(self, event: Any) -> None:
         self._heard(event.id)
@@ -264,7 +263,9 @@ def start_progress_reporter(spark: SparkSession, queries: list[StreamingQuery]) 
     watch = StallWatch()
     for query in queries:
         watch.heard(query.id)
-    spark.streams.addListener(ProgressReporter(watch))
+    from spark_jobs.progress_store import ProgressStore
+
+    spark.streams.addListener(ProgressReporter(watch, ProgressStore(spark.sparkContext.appName)))
     start_stall_watch(queries, watch)
     names = ", ".join(q.name or "?" for q in queries)
     print(

@@ -12,21 +12,8 @@ import psycopg
 from psycopg import sql
 from pyspark.sql import DataFrame
 
-from spark_jobs.common import env
 from spark_jobs.contracts import REJECT_FIELDS
-
-
-def pg_connect() -> psycopg.Connection:
-    """A driver-side PostgreSQL connection for the transactional merge steps (upserts, outbox inserts)."""
-    return psycopg.connect(
-        host=env("POSTGRES_HOST", "127.0.0.1"),
-        port=env("POSTGRES_PORT", "5432"),
-        user=env("POSTGRES_USER", "sparktrends"),
-        password=env("POSTGRES_PASSWORD"),
-        dbname=env("POSTGRES_DB", "sparktrends"),
-        connect_timeout=10,
-    )
-
+from spark_jobs.database import pg_connect
 
 # How long a micro-batch's writes keep trying through a PostgreSQL outage before the batch fails and the job exits
 # for its supervisor to restart it from the checkpoint. A fast restart or a fail-over takes seconds, and a restart of

@@ -127,12 +127,22 @@ def test_every_command_is_one_the_local_stack_runs():
     assert "pipeline.py" in (REPO / "Makefile").read_text(), "make run must use the same pipeline script"
 
 
+def test_the_dashboard_is_the_one_make_run_starts_on_the_same_port():
+    defaults = stack.settings()
+    command = SERVICES["dashboard"]["command"]
+    assert command[:3] == ["python3", "-m", "dashboard.server"]
+    port = command[command.index("--port") + 1]
+    assert port == str(defaults.dashboard_port)
+    assert SERVICES["dashboard"]["ports"] == [f"{LOOPBACK}:{port}:{port}"]
+    assert '"dashboard.server"' in (REPO / "scripts" / "pipeline.py").read_text()
+
+
 @pytest.mark.parametrize(
     ("secret", "allowed"),
     [
         # The owner's password: schema changes and roles. The components get the application role's.
         ("POSTGRES_PASSWORD", {"postgres", "migrate"}),
-        ("SPARKTRENDS_APP_PASSWORD", {"migrate", "cluster-secrets", "runner", "alerter"}),
+        ("SPARKTRENDS_APP_PASSWORD", {"migrate", "cluster-secrets", "runner", "alerter", "dashboard"}),
         ("SLACK_WEBHOOK", {"alerter"}),
         ("FINNHUB_API_KEY", {"ingest"}),
         ("TWELVE_DATA_API_KEY", {"ingest"}),

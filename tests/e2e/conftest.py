@@ -31,6 +31,7 @@ class Pipeline:
     slack: FakeSlack
     alerter: ProcessService
     logs: Path
+    alerter_metrics: str
     ingests: list[ProcessService] = field(default_factory=list)
 
     def ingest(self, binary: Path, name: str, *args: str, env: dict[str, str] | None = None) -> ProcessService:
@@ -81,13 +82,17 @@ def pipeline(stack_settings, stack_env, owner_env, alerter_binary, tmp_path_fact
         ),
     }  # fmt: skip
     slack = FakeSlack().start()
+    from tests.browser import free_port
+
+    metrics_address = f"127.0.0.1:{free_port()}"
     alerter = ProcessService(
         "alerter",
-        [str(alerter_binary), "--poll-interval-ms", "200", "--stats-interval-ms", "5000"],
+        [str(alerter_binary), "--poll-interval-ms", "200", "--stats-interval-ms", "1000",
+         "--metrics-address", metrics_address],
         log_path=logs / "alerter.log",
-    )
+    )  # fmt: skip
     alerter.start({**env, "SLACK_WEBHOOK": slack.url, "RUST_LOG": "info"})
-    pipeline = Pipeline(env, topics, jobs, slack, alerter, logs)
+    pipeline = Pipeline(env, topics, jobs, slack, alerter, logs, f"http://{metrics_address}/metrics")
     try:
         for job in jobs.values():
             job.wait_for("the query to start", lambda job=job: any("[stream] running" in x for x in job.lines), 240)

@@ -19,9 +19,12 @@ import asyncio
 import datetime as dt
 import json
 import math
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,7 @@ class Scenario:
     twelvedata_bar_at: Callable[[int], dict] | None = None
     dead_letters: list[dict] = field(default_factory=list)
     withheld_binance_id: int | None = None  # the trade the Binance socket never sent: a gap in its ids
+    synthetic_metrics: str = ""  # the synthetic market's Prometheus endpoint
 
 
 def window_start() -> int:
@@ -336,7 +340,12 @@ def replay_bars(scenario: Scenario) -> list[dict]:
 
 
 def synthetic(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> Callable[[], None]:
-    pipeline.ingest(ingest_binary, "synthetic", "synthetic", "--symbols", SYNTHETIC, "--seed", "9", "--speed", "1")
+    from tests.browser import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    scenario.synthetic_metrics = f"http://{address}/metrics"
+    pipeline.ingest(ingest_binary, "synthetic", "synthetic", "--symbols", SYNTHETIC, "--seed", "9", "--speed", "1",
+                    "--metrics-address", address)  # fmt: skip
     first = scenario.start // MINUTE * MINUTE + MINUTE
     scenario.synthetic_minutes = list(range(first, scenario.end, MINUTE))
     return lambda: None
@@ -591,3 +600,144 @@ def test_poison_is_rejected_with_its_code_and_the_stream_goes_on(pipeline, scena
     # The two poison messages, nothing else: every bar a job built, or a source sent, passed admission.
     assert sorted(rejected) == [("bars_job", "invalid_symbol"), ("bars_job", "malformed_json")]
     assert pipeline.jobs["bars"].proc.poll() is None, "the bars job is still running"
+
+
+# ---------------------------------------------------------------------------------------------------- dashboard
+
+
+@pytest.fixture(scope="module")
+def dashboard(pipeline: Pipeline, scenario) -> Iterator[str]:
+    """The read API and dashboard (dashboard/server.py, as `make run` starts it) on this pipeline's database."""
+    from services import ProcessService
+    from tests.browser import free_port
+
+    port = free_port()
+    server = ProcessService("dashboard", [sys.executable, "-m", "dashboard.server", "--port", str(port)],
+                            log_path=pipeline.logs / "dashboard.log", cwd=REPO)  # fmt: skip
+    server.start(pipeline.env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1)
+            break
+        except OSError:
+            assert server.alive() and time.monotonic() < deadline, pipeline.log("dashboard")
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def screenshot_dir(pipeline: Pipeline) -> Path:
+    """Where the browser test leaves its screenshots: SPARKTRENDS_SCREENSHOTS (the README's come from there), else
+    beside the pipeline's logs."""
+    return Path(os.environ.get("SPARKTRENDS_SCREENSHOTS") or pipeline.logs / "screenshots")
+
+
+def test_the_dashboard_shows_what_postgresql_holds_in_a_real_browser(pipeline, scenario, dashboard):
+    from tests.browser import Browser
+
+    shots = screenshot_dir(pipeline)
+    with db(pipeline) as conn:
+        stored = {
+            symbol: conn.execute(
+                "SELECT extract(epoch FROM ts)::bigint, open, high, low, close FROM bars_1m WHERE symbol = %s "
+                "AND ts > (SELECT max(ts) FROM bars_1m WHERE symbol = %s) - interval '1 day' ORDER BY ts",
+                (symbol, symbol),
+            ).fetchall()
+            for symbol in (REPLAY_BARS,)
+        }
+        jump_marks = {int(ts.timestamp()) for (ts,) in conn.execute(
+            "SELECT ts FROM anomalies WHERE symbol = %s", (REPLAY_BARS,))}  # fmt: skip
+        symbols = [s for (s,) in conn.execute("SELECT DISTINCT symbol FROM bars_1m ORDER BY symbol")]
+        anomalies = conn.execute("SELECT count(*) FROM anomalies").fetchone()[0]
+    assert jump_marks, "the replayed bars' injected jump is an anomaly (test_every_anomaly_is_in_the_outbox_...)"
+    with Browser() as browser:
+        ready = "window.sparktrends && window.sparktrends.ready && window.sparktrends.page === '{}'"
+        # A page is the one asked for once its own symbol and timeframe say so (a hash change swaps pages in place).
+        symbol_page = ready.format("symbol") + " && window.sparktrends.symbol === '{}'"
+        symbol_page += " && window.sparktrends.tf === '{}'"
+        # The symbol page: the chart holds exactly the bars PostgreSQL holds, with the anomaly's marker on its bar.
+        browser.open(f"{dashboard}/#/symbol/{REPLAY_BARS}/1m")
+        browser.wait_for(symbol_page.format(REPLAY_BARS, "1m"))
+        charted = browser.evaluate(
+            "window.sparktrends.candles.data().map(d => [d.time, d.open, d.high, d.low, d.close])"
+        )
+        assert charted == [list(row) for row in stored[REPLAY_BARS]]
+        assert {m["time"] for m in browser.evaluate("window.sparktrends.markers")} == jump_marks
+        browser.screenshot(shots / "symbol.png")
+        # Another timeframe: the 5-minute candles are the rollup of those minutes.
+        browser.open(f"{dashboard}/#/symbol/{REPLAY_BARS}/5m")
+        browser.wait_for(symbol_page.format(REPLAY_BARS, "5m"))
+        five = browser.evaluate("window.sparktrends.candles.data().map(d => [d.time, d.high, d.low])")
+        for start, high, low in five:
+            inside = [row for row in stored[REPLAY_BARS] if start <= row[0] < start + 300]
+            assert (high, low) == (max(r[2] for r in inside), min(r[3] for r in inside)), start
+        # A live page: the synthetic market is still running; its next bar is pushed once its metrics row commits.
+        browser.open(f"{dashboard}/#/symbol/{SYNTHETIC}/1m")
+        browser.wait_for(symbol_page.format(SYNTHETIC, "1m"))
+        first = browser.evaluate("window.sparktrends.candles.data().map(d => [d.time, d.open, d.high, d.low, d.close])")
+        with db(pipeline) as conn:
+            rows = conn.execute(
+                "SELECT extract(epoch FROM ts)::bigint, open, high, low, close FROM bars_1m WHERE symbol = %s "
+                "AND ts <= to_timestamp(%s) ORDER BY ts",
+                (SYNTHETIC, first[-1][0]),
+            ).fetchall()
+        assert first == [list(row) for row in rows]
+        pushed = browser.wait_for("window.sparktrends.lastPush", timeout=150)
+        with db(pipeline) as conn:
+            for t in pushed["bars"]:
+                row = conn.execute("SELECT 1 FROM metrics_1m WHERE symbol = %s AND ts = to_timestamp(%s)",
+                                   (SYNTHETIC, t)).fetchone()  # fmt: skip
+                assert row, f"a pushed bar ({t}) has its metrics row"
+        assert browser.evaluate("window.sparktrends.candles.data().at(-1).time") == max(pushed["bars"])
+        assert not browser.evaluate("window.sparktrends.error"), "the live update ran without an error"
+        # The watchlist, the alerts and the pipeline's health.
+        browser.open(f"{dashboard}/#/")
+        listed = browser.wait_for(ready.format("watchlist") + " && window.sparktrends.symbols.map(s => s.symbol)")
+        assert sorted(listed) == symbols
+        browser.screenshot(shots / "watchlist.png")
+        browser.open(f"{dashboard}/#/alerts")
+        assert browser.wait_for(ready.format("alerts") + " && window.sparktrends.anomalies") == anomalies
+        browser.screenshot(shots / "alerts.png")
+        browser.open(f"{dashboard}/#/pipeline")
+        rate = browser.wait_for(ready.format("pipeline") + " && window.sparktrends.tradesPerSecond")
+        assert rate > 0, "trades of the last 10 minutes are in bars"
+        jobs = browser.evaluate("window.sparktrends.jobs")
+        bars_query = [j for j in jobs if j["job"] == "sparktrends-bars" and j["query"] == "bars"]
+        assert bars_query and bars_query[0]["batches"] > 0 and bars_query[0]["rowsIn"] > 0, jobs
+        browser.screenshot(shots / "pipeline.png")
+    for page in ("symbol", "watchlist", "alerts", "pipeline"):
+        assert (shots / f"{page}.png").stat().st_size > 10_000, page
+
+
+def scrape(url: str) -> dict[str, float]:
+    """A Prometheus endpoint's samples by series (name and labels as written)."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            samples[series] = float(value)
+    return samples
+
+
+def test_every_component_exports_prometheus_metrics(pipeline, scenario, dashboard):
+    import re
+
+    ingest = scrape(scenario.synthetic_metrics)
+    assert ingest['sparktrends_ingest_messages_total{kind="trade"}'] > 0
+    assert ingest["sparktrends_ingest_delivered_total"] > 0
+    alerter = scrape(pipeline.alerter_metrics)
+    assert alerter["sparktrends_alerter_sent_total"] >= 1, "the injected jump was posted"
+    api = scrape(f"{dashboard}/metrics")
+    assert api['sparktrends_rejects_total{reason_code="malformed_json"}'] == 1
+    assert api['sparktrends_alerts_total{status="delivered"}'] >= 1
+    # Spark's own, from the bars job's driver: its streaming query's rates and batch latency.
+    port = next(m[1] for line in pipeline.jobs["bars"].lines
+                if (m := re.search(r"Successfully started service 'SparkUI' on port (\d+)", line)))  # fmt: skip
+    spark = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/prometheus/", timeout=10).read().decode()
+    assert re.search(r"spark_streaming_\w*bars\w*_inputRate", spark), spark[:2000]
+    assert re.search(r"spark_streaming_\w*bars\w*_latency", spark)
