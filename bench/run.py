@@ -37,7 +37,7 @@ SECTIONS = {
     "gaps": ("gap_repair", True),
     "backfill": ("backfill", True),
     "scale": ("metrics_scale", True),
-    "dashboard": ("dashboard", True),
+    "dashboard": ("dashboard_read", True),
 }
 
 

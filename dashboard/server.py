@@ -108,6 +108,10 @@ class Stats:
             return sum(self.requests.values())
 
 
+class BadRequest(ValueError):
+    pass
+
+
 def jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):  # PostgreSQL sums of bigint columns (the gap and late-trade views)
         return int(value) if value == value.to_integral_value() else float(value)
@@ -124,6 +128,21 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _scalar(value: Any) -> Any:
+    converted = jsonable(value)
+    if converted is value:
+        raise TypeError(f"{type(value).__name__} is not JSON")
+    return converted
+
+
+def to_json(value: Any) -> bytes:
+    """`value` as JSON: the encoder's fast path, and the converting walk only when a non-finite float needs null."""
+    try:
+        return json.dumps(value, default=_scalar, allow_nan=False).encode()
+    except ValueError:
+        return json.dumps(jsonable(value)).encode()
+
+
 def with_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row with `time`, its bucket start in epoch seconds (what the charts plot)."""
     for row in rows:
@@ -132,14 +151,14 @@ def with_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 time (UTC when it names no zone); a malformed one is the client's error (400)."""
     if not text:
         return None
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"not an ISO 8601 time: {text!r} (a '+' in a query string must be sent as %2B)") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-class BadRequest(ValueError):
-    pass
 
 
 def label(value: str) -> str:
@@ -353,8 +372,8 @@ def make_handler(pool: Pool, stats: Stats, profiles: detector_profiles.DetectorP
                 with pool.connection() as conn:
                     rows, seen = queries.metrics_since(conn, symbol, seen)
                 if rows:
-                    payload = json.dumps(jsonable({"bars": with_time(rows)}))
-                    self.wfile.write(f"event: bars\ndata: {payload}\n\n".encode())
+                    payload = to_json({"bars": with_time(rows)})
+                    self.wfile.write(b"event: bars\ndata: " + payload + b"\n\n")
                     self.wfile.flush()
                     last_sent = time.monotonic()
                 elif time.monotonic() - last_sent > STREAM_KEEPALIVE_S:
@@ -364,7 +383,7 @@ def make_handler(pool: Pool, stats: Stats, profiles: detector_profiles.DetectorP
                 time.sleep(STREAM_POLL_S)
 
         def send_json(self, value: Any, status: HTTPStatus = HTTPStatus.OK) -> HTTPStatus:
-            return self.send_bytes(json.dumps(jsonable(value)).encode(), "application/json", status)
+            return self.send_bytes(to_json(value), "application/json", status)
 
         def send_file(self, path: Path) -> HTTPStatus:
             resolved = path.resolve()

@@ -146,9 +146,9 @@ def run(stack_settings: Any) -> list[dict[str, Any]]:
                     break
                 except OSError:
                     time.sleep(0.1)
-            day = (END - timedelta(days=1)).isoformat()
-            month = (END - timedelta(days=DAYS)).isoformat()
-            end = END.isoformat()
+            day, month, end = (
+                t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in (END - timedelta(days=1), END - timedelta(days=DAYS), END)
+            )
             one_day = f"{api}/api/v1/bars?symbol={SYMBOL}&tf=1m&from={day}&to={end}"
             rows.append(
                 row(
