@@ -32,6 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 import sparktrends  # noqa: E402
 from services import ProcessService  # noqa: E402
+from sparktrends import contract  # noqa: E402
 from tests.browser import Browser, free_port  # noqa: E402
 
 BENCH_DB = "sparktrends_bench_dashboard"
@@ -39,10 +40,7 @@ SYMBOL = "BENCHUSDT"
 DAYS = 30
 REPEATS = 30
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
-METRIC_COLUMNS = [
-    "ret", "log_ret", "vol_cc", "vol_ewma", "vol_parkinson", "vol_gk", "vol_rs", "vol_yz", "vwap_roll", "vwap_dev",
-    "volume_z", "return_z", "robust_z", "anomaly_score", "is_anomaly",
-]  # fmt: skip
+METRIC_COLUMNS = contract.metric_columns()
 
 
 def month_of_bars() -> pd.DataFrame:

@@ -13,30 +13,14 @@ import pyarrow as pa
 
 from dashboard.timeframes import MINUTES, daily_session, minutes_per_year
 from spark_jobs.detector_profiles import DetectorProfiles
+from sparktrends import contract
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The longest range one request may ask for, in bars of its timeframe: a month of 1-minute bars is 43,200.
 MAX_BARS = 100_000
 
 BAR_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "trades", "vwap", "minutes"]
-METRIC_COLUMNS = [
-    "ret",
-    "log_ret",
-    "vol_cc",
-    "vol_ewma",
-    "vol_parkinson",
-    "vol_gk",
-    "vol_rs",
-    "vol_yz",
-    "vwap_roll",
-    "vwap_dev",
-    "volume_z",
-    "return_z",
-    "robust_z",
-    "anomaly_score",
-    "is_anomaly",
-]
-VOLATILITY_COLUMNS = ["vol_cc", "vol_ewma", "vol_parkinson", "vol_gk", "vol_rs", "vol_yz"]
+METRIC_COLUMNS = contract.metric_columns()  # the contract's, in metrics_1m's order
 
 # One aggregation of a bucket's minutes, shared by the intraday and the daily rollups: first open, last close,
 # extremes, sums, and the volume-weighted VWAP of the minutes that have one.

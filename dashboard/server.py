@@ -202,40 +202,30 @@ def prometheus(stats: Stats, health: dict[str, Any]) -> str:
     ]
     for row in health["rejects"]:
         lines.append(f'sparktrends_rejects_total{{reason_code="{label(row["reason_code"])}"}} {row["count"]}')
-    lines += [
-        "# HELP sparktrends_bars_last_10m 1-minute bars stored for the last 10 minutes of event time, by source.",
-        "# TYPE sparktrends_bars_last_10m gauge",
-    ]
-    for row in health["sources"]:
-        lines.append(f'sparktrends_bars_last_10m{{source="{label(row["source"])}"}} {row["bars_10m"]}')
-    lines += [
-        "# HELP sparktrends_trades_per_second Trades per second in bars of the last 10 minutes, by source.",
-        "# TYPE sparktrends_trades_per_second gauge",
-    ]
-    for row in health["sources"]:
-        lines.append(f'sparktrends_trades_per_second{{source="{label(row["source"])}"}} {row["trades_per_s"]:.3f}')
-    lines += [
-        "# HELP sparktrends_stream_rows_per_second Rows a streaming query read per second over the last 10 minutes.",
-        "# TYPE sparktrends_stream_rows_per_second gauge",
-    ]
-    for job in health["jobs"]:
-        labels = f'job="{label(job["job"])}",query="{label(job["query"])}"'
-        lines.append(f"sparktrends_stream_rows_per_second{{{labels}}} {job['rows_per_s']:.3f}")
-    lines += [
-        "# HELP sparktrends_stream_batch_seconds The last micro-batch's duration, by job and query.",
-        "# TYPE sparktrends_stream_batch_seconds gauge",
-    ]
-    for job in health["jobs"]:
-        labels = f'job="{label(job["job"])}",query="{label(job["query"])}"'
-        lines.append(f"sparktrends_stream_batch_seconds{{{labels}}} {(job['last_duration_ms'] or 0) / 1000:.3f}")
-    lines += [
-        "# HELP sparktrends_stream_offsets_behind Offsets the query's Kafka source is behind its topic's end.",
-        "# TYPE sparktrends_stream_offsets_behind gauge",
-    ]
-    for job in health["jobs"]:
-        if job["offsets_behind"] is not None:
-            labels = f'job="{label(job["job"])}",query="{label(job["query"])}"'
-            lines.append(f"sparktrends_stream_offsets_behind{{{labels}}} {job['offsets_behind']}")
+    per_source = [
+        ("sparktrends_bars_last_10m", "1-minute bars stored for the last 10 minutes of event time, by source.",
+         lambda row: row["bars_10m"]),
+        ("sparktrends_trades_per_second", "Trades per second in bars of the last 10 minutes, by source.",
+         lambda row: row["trades_per_s"]),
+    ]  # fmt: skip
+    for name, help_text, value in per_source:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        for row in health["sources"]:
+            lines.append(f'{name}{{source="{label(row["source"])}"}} {value(row):g}')
+    per_query = [
+        ("sparktrends_stream_rows_per_second", "Rows a streaming query read per second over the last 10 minutes.",
+         lambda job: job["rows_per_s"]),
+        ("sparktrends_stream_batch_seconds", "The last micro-batch's duration, by job and query.",
+         lambda job: (job["last_duration_ms"] or 0) / 1000),
+        ("sparktrends_stream_offsets_behind", "Offsets the query's Kafka source is behind its topic's end.",
+         lambda job: job["offsets_behind"]),
+    ]  # fmt: skip
+    for name, help_text, value in per_query:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        for job in health["jobs"]:
+            if value(job) is not None:
+                labels = f'job="{label(job["job"])}",query="{label(job["query"])}"'
+                lines.append(f"{name}{{{labels}}} {value(job):g}")
     last_bar = health["last_bar"]
     lines += [
         "# HELP sparktrends_last_bar_timestamp_seconds Start of the newest 1-minute bar in PostgreSQL.",
