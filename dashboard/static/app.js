@@ -239,7 +239,7 @@ function pipelinePage() {
       card(when(h.last_bar), "newest bar"),
       card(when(h.last_metrics_computed_at), "newest metrics row written"),
     ].join("");
-    rows("sources", h.sources, (s) => `<td class="text">${esc(s.source)}</td><td>${fmt(s.trades_per_s, 1)}</td>
+    rows("sources", h.sources, (s) => `<td class="text">${esc(s.source)}</td><td>${fmt(s.trades_per_s, 2)}</td>
       <td>${s.bars_10m}</td><td>${s.symbols}</td><td class="text">${when(s.last_bar)}</td>`);
     rows("jobs", h.jobs, (j) => `<td class="text">${esc(j.job)}</td><td class="text">${esc(j.query)}</td>
       <td>${fmt(j.rows_per_s, 1)}</td><td>${j.batches_10m}</td><td>${fmt(j.p50_duration_ms / 1000, 2)} s</td>
