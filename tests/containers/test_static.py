@@ -137,6 +137,19 @@ def test_the_dashboard_is_the_one_make_run_starts_on_the_same_port():
     assert '"dashboard.server"' in (REPO / "scripts" / "pipeline.py").read_text()
 
 
+def test_ingest_and_the_alerter_serve_metrics_on_the_local_stacks_ports():
+    defaults = stack.settings()
+    for service, variable, port in [
+        ("ingest", "SPARKTRENDS_INGEST_METRICS_ADDRESS", defaults.ingest_metrics_port),
+        ("alerter", "ALERTER_METRICS_ADDRESS", defaults.alerter_metrics_port),
+    ]:
+        assert SERVICES[service]["environment"][variable] == f"0.0.0.0:{port}"
+        assert SERVICES[service]["ports"] == [f"{LOOPBACK}:{port}:{port}"]
+    # The same variables are the binaries' own (clap `env`).
+    assert 'env = "SPARKTRENDS_INGEST_METRICS_ADDRESS"' in (REPO / "crates/ingest/src/cli.rs").read_text()
+    assert 'env = "ALERTER_METRICS_ADDRESS"' in (REPO / "crates/alerter/src/cli.rs").read_text()
+
+
 @pytest.mark.parametrize(
     ("secret", "allowed"),
     [
