@@ -43,9 +43,12 @@ use crate::session::SessionPhase;
 
 /// Sum and count of the last `cap` values pushed (NaN = absent), updated in O(1).
 ///
-/// The running sum is recomputed from the stored values every `cap` pushes, so rounding cannot
-/// drift; a window with no positive value has a sum of exactly 0. Everything is a function of the
-/// push sequence, so a carried window continues bit for bit.
+/// The running sum (of non-negative values: squares, volumes) is recomputed from the stored values
+/// every `cap` pushes, so rounding cannot drift, and whenever the value leaving held at least half
+/// of it, so a large value leaving cannot cancel the small ones' sum to nothing (500 + 1e-32 − 500
+/// is 0 in floating point, and the mean of a window of tiny volumes is not). A window with no
+/// positive value has a sum of exactly 0. Everything is a function of the push sequence, so a
+/// carried window continues bit for bit.
 #[derive(Debug, Clone)]
 struct RingWindow {
     /// Values held once full (a Vec's capacity does not survive a clone, so it is kept here).
@@ -73,12 +76,14 @@ impl RingWindow {
 
     fn push(&mut self, x: f64) {
         let cap = self.cap;
+        let mut dominant_left = false;
         if self.values.len() < cap {
             self.values.push(x);
         } else {
             let old = std::mem::replace(&mut self.values[self.next], x);
             self.next = (self.next + 1) % cap;
             if !old.is_nan() {
+                dominant_left = old > 0.0 && old >= 0.5 * self.sum;
                 self.sum -= old;
                 self.present -= 1;
                 self.positive -= usize::from(old > 0.0);
@@ -90,7 +95,7 @@ impl RingWindow {
             self.positive += usize::from(x > 0.0);
         }
         self.pushes_since_refresh += 1;
-        if self.pushes_since_refresh >= cap {
+        if dominant_left || self.pushes_since_refresh >= cap {
             self.sum = self.values.iter().filter(|v| !v.is_nan()).sum();
             self.pushes_since_refresh = 0;
         }
@@ -556,6 +561,16 @@ mod tests {
         assert_eq!(w.trimmed_mean(0), 3.0);
         assert_eq!(w.trimmed_mean(1), 2.0);
         assert_eq!(w.trimmed_mean(2), 1.0);
+    }
+
+    #[test]
+    fn a_large_value_leaving_does_not_cancel_the_small_ones() {
+        let mut w = RingWindow::new(3);
+        for x in [500.0, 1e-32, 0.0, 2e-32] {
+            w.push(x);
+        }
+        // 500 + 1e-32 + 0 - 500 + 2e-32 would be 2e-32 by the running sum alone.
+        assert_eq!(w.mean(1), 3e-32 / 3.0);
     }
 
     fn bar(minute: i64, close: f64, previous: Option<f64>) -> DetectorBar {
