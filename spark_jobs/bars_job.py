@@ -8,10 +8,11 @@ the Kafka source paces the batches of new trades to `--trigger` and the query's 
 (common.paced_trigger), so a closed bar does not wait a further trigger interval.
 
 One streaming query, `bars`, reads the trades topic once per micro-batch and has two outputs:
-  * bars: valid trades, duplicates dropped by (source, symbol, trade_id) within the watermark, grouped into
-    1-minute event-time windows; a bar is emitted once the watermark passes its end (append mode), so late
-    trades inside the watermark still land in their bar. Open/close are chosen deterministically by
-    (event time, Kafka offset): one symbol lives in one partition, so the offset orders same-millisecond trades.
+  * bars: valid trades, grouped per symbol-minute as they are admitted (one row per symbol-minute of a batch,
+    not per trade: spark_jobs/trade_minutes.py), gathered per 1-minute event-time window in the aggregation's
+    state; once the watermark passes a minute's end (append mode) its trades become its bar, duplicates by
+    (source, trade_id) counted once, so late trades inside the watermark still land in their bar. Open/close
+    are chosen deterministically by (event time, integer trade id, Kafka offset).
     Closed bars go to bars_1m with their metrics (the one metrics writer, metrics_store.apply_bars), then to
     the bars topic marked as applied, so the provider bars job skips them (docs/decisions.md: it saves a closed bar
     a Kafka hop and another application's micro-batch).
@@ -34,7 +35,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from spark_jobs import contracts, detector_profiles, gap_repair, late_trades
+from spark_jobs import contracts, detector_profiles, gap_repair, late_trades, trade_minutes
 from spark_jobs.common import (
     checkpoint_dir,
     interval_ms,
@@ -48,117 +49,60 @@ from spark_jobs.contracts import APPLIED_HEADER, REJECT_FIELDS
 from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import BAR_FIELDS, Bar, apply_bars
 from spark_jobs.store import DEFAULT_REJECT_RETENTION, insert_rejects, purge_old_rejects, retrying_through_outages
-from sparktrends import contract
-
-TRADE_KIND = "trade"  # contract trade_kinds: executions count in a bar's `trades`; ticks do not
-BUY = "buy"  # contract sides: the taker bought
-ORIGIN = "trades"  # contract bar_origins: this job's bars are built from trades
-assert TRADE_KIND in contract.names("trade_kinds") and BUY in contract.names("sides")
-assert ORIGIN in contract.names("bar_origins")
 
 
 def parse_trades(raw: DataFrame) -> DataFrame:
     """Kafka rows -> admitted trade columns (contract: trade message, plus updates_price/updates_volume) and
-    `reject_code` (null when the trade is valid), by the contract crate's rules."""
+    `reject_code` (null when the trade is valid), one row per message, by the contract crate's rules: what
+    contracts/corpus holds the job to. The job itself admits through `contracts.admit_trade_minutes`, the same
+    rules with the trades grouped per symbol-minute."""
     return contracts.admit(raw, "trade")
 
 
-# A trade is a duplicate of an earlier one with the same key within the watermark. A trade without an id (a
-# producer other than ingest, which derives one) has no identity: its Kafka coordinates stand in, so it is
-# never taken for a duplicate (docs/decisions.md, deduplication).
-DEDUP_KEY = ["source", "symbol", "dedup_id"]
-
-
-def with_event_time(trades: DataFrame, watermark: str) -> DataFrame:
-    """Adds the watermarked `event_time`, null on rejected trades (a reject's timestamp, one far in the future,
-    say, must not move the watermark and make every later trade late), and the deduplication id."""
+def with_event_time(minutes: DataFrame, watermark: str) -> DataFrame:
+    """Adds the watermarked `event_time` (a minute row's latest trade), null on rejects: a reject's timestamp,
+    one far in the future, say, must not move the watermark and make every later trade late."""
     valid = F.col("reject_code").isNull()
-    coordinates = F.concat(F.lit("@"), F.col("partition").cast("string"), F.lit(":"), F.col("offset").cast("string"))
-    return (
-        trades.withColumn("event_time", F.when(valid, F.timestamp_millis("ts_ms")))
-        .withColumn("dedup_id", F.coalesce(F.col("trade_id"), coordinates))
-        .withWatermark("event_time", watermark)
+    return minutes.withColumn("event_time", F.when(valid, F.timestamp_millis("ts_ms"))).withWatermark(
+        "event_time", watermark
     )
 
 
-def build_bars(trades: DataFrame) -> DataFrame:
-    """Valid trades with a watermarked `event_time` -> closed 1-minute bars, by the print rules of
-    contracts/trade_conditions.json: a print that may set the price (`updates_price`) sets open, high, low and
-    close; one that only counts in volume sets them only in a minute without any price-setting print (a minute
-    of odd lots still gets a bar); volume, VWAP and the taker-buy volume sum the prints that count in volume.
-    Open and close are chosen deterministically by (event time, integer trade id, Kafka offset): an exchange's
-    trade ids order its same-millisecond trades even when some reached the topic later than others (a repaired
-    gap, spark_jobs/gap_repair.py); one symbol lives in one partition, so the offset orders the rest."""
-    # 0: may set the price; 1: only counts in volume; null: sets nothing (an official open or close print).
-    rank = F.when(F.col("updates_price"), 0).when(F.col("updates_volume"), 1)
-    eligible = rank.isNotNull()
-    numeric_id = F.expr("try_cast(trade_id AS BIGINT)").alias("numeric_id")
-    order = F.struct(rank.alias("rank"), "ts_ms", numeric_id, "partition", "offset")
-    last_order = F.struct((-rank).alias("rank"), "ts_ms", numeric_id, "partition", "offset")
-    counted = F.col("updates_volume")
-    size = F.when(counted, F.col("size"))
-    # A static DataFrame (a unit test, a backfill) has no watermark to bound the deduplication state.
-    unique = trades.dropDuplicatesWithinWatermark(DEDUP_KEY) if trades.isStreaming else trades.dropDuplicates(DEDUP_KEY)
-    bars = (
-        unique.groupBy(F.window("event_time", "1 minute").alias("w"), "symbol")
-        .agg(
-            F.min_by("price", F.when(eligible, order)).alias("open"),
-            F.max(F.when(eligible, F.struct((-rank).alias("rank"), F.col("price").alias("price"))))
-            .getField("price")
-            .alias("high"),
-            F.min(F.when(eligible, F.struct(rank.alias("rank"), F.col("price").alias("price"))))
-            .getField("price")
-            .alias("low"),
-            F.max_by("price", F.when(eligible, last_order)).alias("close"),
-            F.coalesce(F.sum(size), F.lit(0.0)).alias("volume"),
-            F.count(F.when(counted & (F.col("kind") == TRADE_KIND), 1)).alias("executions"),
-            F.sum(F.col("price") * size).alias("notional"),
-            F.when(
-                F.count(F.when(counted & F.col("side").isNotNull(), 1)) > 0,
-                F.coalesce(F.sum(F.when(F.col("side") == BUY, size)), F.lit(0.0)),
-            ).alias("taker_buy_volume"),
-            F.min(F.expr("try_cast(trade_id AS BIGINT)")).alias("first_trade_id"),
-            F.max(F.expr("try_cast(trade_id AS BIGINT)")).alias("last_trade_id"),
-            F.first("source").alias("source"),
-        )
-        # A minute of prints that set nothing has no price: no bar.
-        .filter(F.col("open").isNotNull())
+def build_bars(minutes: DataFrame) -> DataFrame:
+    """Minute rows (contracts.admit_trade_minutes, valid ones, with a watermarked `event_time`) -> closed
+    1-minute bars: each minute's trades, from every micro-batch that held some, gathered in the aggregation's
+    state until the watermark passes the minute's end, then turned into its bar (spark_jobs/trade_minutes.py:
+    duplicates by trade id counted once, the print rules of contracts/trade_conditions.json). A minute row
+    behind the watermark is dropped whole: a trade is late when its minute's bar has been emitted."""
+    gathered = minutes.groupBy(F.window("event_time", "1 minute").alias("w"), "symbol").agg(
+        F.flatten(F.collect_list("trades")).alias("trades")
     )
-    columns = {
-        "ts_ms": F.unix_millis(F.col("w.start")),
-        # A bar of zero-size ticks has no volume-weighted price: null, never a division by zero.
-        "vwap": F.when(F.col("volume") > 0, F.col("notional") / F.col("volume")),
-        "origin": F.lit(ORIGIN),
-        # A bar of ticks only has no known number of executions: null, not 0 (0 trades with volume is a lie).
-        "trades": F.when(F.col("executions") > 0, F.col("executions")),
-    }
-    return bars.select(*[columns.get(f, F.col(f)).alias(f) for f in BAR_FIELDS])
+    return gathered.select("symbol", F.unix_millis(F.col("w.start")).alias("ts_ms"), "trades").mapInArrow(
+        trade_minutes.bars_of_minutes, trade_minutes.BAR_DDL
+    )
 
 
 BAR, REJECT = "bar", "reject"
 
 
-def bar_and_reject_records(trades: DataFrame, watermark: str, partitions: int) -> DataFrame:
-    """Parsed trades -> one stream of both outputs; `kind` says which. Bars carry their Kafka key and JSON
-    value and their fields, rejects the columns of `rejected_messages`.
+def bar_and_reject_records(minutes: DataFrame, watermark: str, partitions: int) -> DataFrame:
+    """Minute rows and rejects (contracts.admit_trade_minutes) -> one stream of both outputs; `kind` says which.
+    Bars carry their Kafka key and JSON value and their fields, rejects the columns of `rejected_messages`.
 
-    Both branches read one shuffle by the deduplication key, so a micro-batch reads and parses the topic once:
-    the deduplication needs exactly that partitioning, and Spark reuses the shuffle's output for the rejects
-    branch (a ReusedExchange) instead of scanning the source a second time. Reuse needs the two branches to
-    read identical shuffles, hence:
-    - every column but the key and the event time travels in one struct, which each branch reads whole
+    Both branches read one shuffle by symbol, so a micro-batch reads and admits the topic once: Spark reuses the
+    shuffle's output for the rejects branch (a ReusedExchange) instead of scanning the source a second time.
+    Reuse needs the two branches to read identical shuffles, hence:
+    - every column but the symbol and the event time travels in one struct, which each branch reads whole
       (nested-column pruning is off for this job: it would cut a different struct for each branch);
     - each branch's filter stays above the shuffle (`_above_shuffle`);
-    - the watermark is set before the shuffle, so the deduplication needs no shuffle of its own.
-    Valid trades drop their raw text before the shuffle: only rejects need it."""
-    timed = with_event_time(trades, watermark).drop("timestamp", "conditions")
-    carried = [c for c in timed.columns if c not in [*DEDUP_KEY, "event_time"]]
-    shuffled = timed.select(*DEDUP_KEY, "event_time", F.struct(*carried).alias("trade")).repartition(
-        partitions, *DEDUP_KEY
-    )
+    - the watermark is set before the shuffle.
+    What crosses it is one row per symbol-minute of a batch, not one per trade (spark_jobs/trade_minutes.py)."""
+    timed = with_event_time(minutes, watermark)
+    carried = [c for c in timed.columns if c not in ["symbol", "event_time"]]
+    shuffled = timed.select("symbol", "event_time", F.struct(*carried).alias("row")).repartition(partitions, "symbol")
 
-    valid = shuffled.filter(_above_shuffle(F.col("trade.reject_code").isNull()))
-    bars = build_bars(valid.select(*DEDUP_KEY, "event_time", "trade.*")).observe(
+    valid = shuffled.filter(_above_shuffle(F.col("row.reject_code").isNull()))
+    bars = build_bars(valid.select("symbol", "event_time", "row.*")).observe(
         "bars", F.count(F.lit(1)).alias("bars_out"), F.sum("trades").alias("trades_in_bars")
     )
     bar_records = bars.select(
@@ -169,8 +113,8 @@ def bar_and_reject_records(trades: DataFrame, watermark: str, partitions: int) -
     )
 
     rejects = (
-        shuffled.filter(_above_shuffle(F.col("trade.reject_code").isNotNull()))
-        .select("event_time", "trade.*")
+        shuffled.filter(_above_shuffle(F.col("row.reject_code").isNotNull()))
+        .select("event_time", "row.*")
         .observe("rejects", F.count(F.lit(1)).alias("rejected"))
     )
     reject_records = rejects.select(F.lit(REJECT).alias("kind"), "event_time", *REJECT_FIELDS)
@@ -254,7 +198,7 @@ def main() -> None:
         spark, args.trades_topic, args.starting_offsets, args.max_offsets_per_trigger, interval_ms(args.trigger)
     )
     records = bar_and_reject_records(
-        parse_trades(raw), args.watermark, int(spark.conf.get("spark.sql.shuffle.partitions"))
+        contracts.admit_trade_minutes(raw), args.watermark, int(spark.conf.get("spark.sql.shuffle.partitions"))
     )
     checkpoint = checkpoint_dir(args.checkpoint, "bars")
     late_trades.watch(spark, "bars", query_name="bars", topic=args.trades_topic, checkpoint=checkpoint)

@@ -9,6 +9,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
+from spark_jobs import trade_minutes
 from sparktrends import contract
 from sparktrends.admission import MessageKind, admission_schema, make_admit_in_arrow
 
@@ -38,3 +39,11 @@ def admit(kafka_rows: DataFrame, kind: MessageKind, *extra: str) -> DataFrame:
     rows = kafka_rows.select(*KAFKA_COLUMNS, *extra, F.col("value"))
     schema = from_arrow_schema(admission_schema(kind, to_arrow_schema(rows.schema)))
     return rows.mapInArrow(make_admit_in_arrow(kind), schema)
+
+
+def admit_trade_minutes(kafka_rows: DataFrame) -> DataFrame:
+    """Kafka rows of the trades topic -> the bars job's rows (spark_jobs/trade_minutes.py MINUTE_ROW): the
+    admitted trades of each (source, symbol, minute) of a batch as one row, and each refusal as a row of its own
+    with KAFKA_COLUMNS' coordinates, its reject code, reason and raw text."""
+    rows = kafka_rows.select(*KAFKA_COLUMNS, F.col("value"))
+    return rows.mapInArrow(trade_minutes.admit_minutes, trade_minutes.MINUTE_ROW_DDL)

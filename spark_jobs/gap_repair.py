@@ -147,7 +147,8 @@ def wait_for_watermark(watermark_ms: Callable[[], int | None], end_ms: int, job:
 
 
 def trades_of_minutes(spark: SparkSession, topic: str, gaps: Sequence[Gap]) -> DataFrame:
-    """The admitted, valid trades of the gaps' symbols and minutes, read from the trades topic in one batch."""
+    """The admitted, valid trades of the gaps' symbols and minutes, read from the trades topic in one batch, as
+    the bars query's minute rows (contracts.admit_trade_minutes)."""
     minutes = sorted({(g.symbol, m) for g in gaps for m in g.minutes})
     start = min(m for _, m in minutes) - READ_MARGIN_MS
     raw = (
@@ -162,8 +163,8 @@ def trades_of_minutes(spark: SparkSession, topic: str, gaps: Sequence[Gap]) -> D
         .load()
     )
     wanted = spark.createDataFrame(minutes, "symbol string, minute_ms long")
-    admitted = contracts.admit(raw, "trade").filter(F.col("reject_code").isNull())
-    minute = admitted["ts_ms"] - admitted["ts_ms"] % MINUTE_MS
+    admitted = contracts.admit_trade_minutes(raw).filter(F.col("reject_code").isNull())
+    minute = admitted["ts_ms"] - admitted["ts_ms"] % MINUTE_MS  # a row's trades share its minute
     return admitted.join(
         F.broadcast(wanted), (admitted["symbol"] == wanted["symbol"]) & (minute == wanted["minute_ms"]), "left_semi"
     )

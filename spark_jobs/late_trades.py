@@ -1,12 +1,14 @@
 """Late trades per symbol: which symbols lost trades to the bars job's lateness rule, and how many.
 
 Spark drops a row that arrives behind the watermark inside its stateful operators and reports only a total per
-micro-batch (`numRowsDroppedByWatermark`). One venue's stale feed and a general backlog look the same in that
+micro-batch (`numRowsDroppedByWatermark`), of rows, which in the bars query are symbol-minutes of a batch, not
+trades. One venue's stale feed and a general backlog look the same in that
 number. So when a batch of the bars query reports drops, this module re-reads exactly that batch's offsets
 from the trades topic (a batch query, off the streaming path: normal batches with no drops cost nothing),
-admits them by the same contract, and counts the valid trades at or behind the batch's watermark per
-(source, symbol). The counts go to PostgreSQL `late_trades` (idempotent on query, batch and symbol) and into
-one log line; when they do not add up to Spark's total the line says so, rather than hiding a disagreement.
+admits them by the same contract, and counts the valid trades whose minute ends at or before the batch's
+watermark per (source, symbol). The counts go to PostgreSQL `late_trades` (idempotent on query, batch and
+symbol) and into one log line; when they are fewer than Spark's dropped rows the line says so, rather than
+hiding a disagreement.
 
 It runs on a daemon thread of the driver fed by a streaming-query listener: a listener callback must return
 at once, and a failure here is logged and never stops the stream.
@@ -32,6 +34,7 @@ from spark_jobs.store import pg_connect, upsert
 
 LATE_COLUMNS = ["query_id", "batch_id", "source", "symbol", "trades", "first_ts", "last_ts", "watermark"]
 LATE_KEY = ["query_id", "batch_id", "source", "symbol"]
+MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class LateBatch:
     watermark_ms: int  # rows with an event time at or before it were dropped
     start_offsets: str  # the batch's Kafka offsets, as the progress reports them (JSON; end exclusive)
     end_offsets: str
-    dropped: int  # Spark's total for the batch
+    dropped: int  # Spark's total for the batch: rows (symbol-minutes of a batch), each of one or more trades
 
 
 def late_batch(progress: Any, watermark_ms: int | None) -> LateBatch | None:
@@ -84,12 +87,14 @@ def checkpoint_watermark_ms(checkpoint: str, batch_id: int) -> int | None:
 
 
 def count_late(trades: DataFrame, watermark_ms: int) -> list[Row]:
-    """Admitted trades (contracts.admit) -> per (source, symbol): how many valid trades lie at or behind
-    `watermark_ms`, and their first and last event time in ms; and apart, `repaired`: those a gap repair or a
-    backfill sent (contracts.REPAIR_HEADER), which are behind the watermark by design and whose minutes
-    spark_jobs/gap_repair.py rebuilds. Rejected trades never reach the watermark (bars_job.with_event_time), so
-    they are not late."""
-    behind = trades.filter(F.col("reject_code").isNull() & (F.col("ts_ms") <= F.lit(watermark_ms)))
+    """Admitted trades (contracts.admit) -> per (source, symbol): how many valid trades the bars query dropped
+    behind `watermark_ms`, those whose minute ends at or before it (its bar was emitted: the bars query holds
+    each minute's trades until then, spark_jobs/bars_job.build_bars), and their first and last event time in ms;
+    and apart, `repaired`: those a gap repair or a backfill sent (contracts.REPAIR_HEADER), which are behind the
+    watermark by design and whose minutes spark_jobs/gap_repair.py rebuilds. Rejected trades never reach the
+    watermark (bars_job.with_event_time), so they are not late."""
+    minute_end = F.col("ts_ms") - F.col("ts_ms") % F.lit(MINUTE_MS) + F.lit(MINUTE_MS)
+    behind = trades.filter(F.col("reject_code").isNull() & (minute_end <= F.lit(watermark_ms)))
     repaired = F.col("repaired") if "repaired" in trades.columns else F.lit(False)
     late = ~repaired
     return (
@@ -150,7 +155,9 @@ def describe(job: str, batch: LateBatch, counts: list[Row], shown: int = 8) -> s
     by_design = (
         f"; {repaired} repaired or backfilled trade(s), late by design, rebuilt from the topic" if repaired else ""
     )
-    agreement = "" if found + repaired == batch.dropped else f" DISAGREES with Spark's total {batch.dropped}"
+    # Spark counts the rows it dropped: one per symbol-minute of a batch (spark_jobs/trade_minutes.py), each
+    # holding at least one trade.
+    agreement = "" if found + repaired >= batch.dropped else f" DISAGREES with Spark's {batch.dropped} dropped rows"
     return (
         f"[{job}] batch={batch.batch_id} late trades dropped behind watermark "
         f"{_utc(batch.watermark_ms):%Y-%m-%d %H:%M:%S}: {found} trade(s) of {len(late)} symbol(s): {symbols}{more}"

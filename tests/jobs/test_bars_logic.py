@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from spark_jobs.bars_job import bar_and_reject_records, parse_trades
+from spark_jobs.bars_job import bar_and_reject_records
+from spark_jobs.contracts import admit_trade_minutes
 from tests.bars_reference import bar as reference
 from tests.jobs.kafka import kafka_rows
 
@@ -25,7 +26,9 @@ def trade(symbol: str, ts_ms: int, price: float, size: float, trade_id: str | No
 
 def run(spark, messages: list[dict | bytes]) -> tuple[dict[tuple[str, int], dict], list[dict]]:
     """Bars by (symbol, minute) and rejects, as the job's foreachBatch sink receives them."""
-    records = bar_and_reject_records(parse_trades(kafka_rows(spark, messages, RECEIVED)), "1 minute", 2).collect()
+    records = bar_and_reject_records(
+        admit_trade_minutes(kafka_rows(spark, messages, RECEIVED)), "1 minute", 2
+    ).collect()
     bars = [json.loads(r["value"]) for r in records if r["kind"] == "bar"]
     rejects = [r.asDict() for r in records if r["kind"] == "reject"]
     return {(b["symbol"], b["ts_ms"]): b for b in bars}, rejects

@@ -11,6 +11,8 @@ from pyspark.sql import Row
 
 from spark_jobs import late_trades
 
+MINUTE = 60_000
+
 
 def progress(batch_id: int, dropped: list[int], watermark: str | None = None, sources: int = 1) -> SimpleNamespace:
     return SimpleNamespace(
@@ -57,24 +59,28 @@ def test_a_missing_or_unreadable_offset_log_gives_no_watermark(tmp_path):
     assert late_trades.checkpoint_watermark_ms(str(tmp_path), 7) is None
 
 
-def test_valid_trades_at_or_behind_the_watermark_are_counted_per_symbol(local_spark):
+def test_valid_trades_whose_minute_ended_at_or_before_the_watermark_are_counted_per_symbol(local_spark):
+    """The bars query holds a minute's trades until the watermark passes the minute's end: a trade behind the
+    watermark whose minute is still open lands in its bar and is not late."""
+    watermark = 2 * MINUTE
     trades = local_spark.createDataFrame(
         [
             Row(source="binance", symbol="BTCUSDT", ts_ms=1_000, reject_code=None),
-            Row(source="binance", symbol="BTCUSDT", ts_ms=2_000, reject_code=None),  # at the watermark: late
-            Row(source="binance", symbol="BTCUSDT", ts_ms=2_001, reject_code=None),  # after it: on time
+            Row(source="binance", symbol="BTCUSDT", ts_ms=MINUTE + 59_999, reject_code=None),  # minute ends at it
+            Row(source="binance", symbol="BTCUSDT", ts_ms=watermark, reject_code=None),  # its minute is open
             Row(source="binance", symbol="ETHUSDT", ts_ms=1_500, reject_code=None),
             Row(source="binance", symbol="ETHUSDT", ts_ms=500, reject_code="price_not_positive"),  # never late
             Row(source="finnhub", symbol="BTCUSDT", ts_ms=10, reject_code=None),
         ],
         "source string, symbol string, ts_ms long, reject_code string",
     )
-    counts = [r.asDict() for r in late_trades.count_late(trades, 2_000)]
+    counts = [r.asDict() for r in late_trades.count_late(trades, watermark)]
     assert counts == [
-        {"source": "binance", "symbol": "BTCUSDT", "trades": 2, "first_ms": 1_000, "last_ms": 2_000, "repaired": 0},
+        {"source": "binance", "symbol": "BTCUSDT", "trades": 2, "first_ms": 1_000, "last_ms": MINUTE + 59_999,
+         "repaired": 0},
         {"source": "binance", "symbol": "ETHUSDT", "trades": 1, "first_ms": 1_500, "last_ms": 1_500, "repaired": 0},
         {"source": "finnhub", "symbol": "BTCUSDT", "trades": 1, "first_ms": 10, "last_ms": 10, "repaired": 0},
-    ]
+    ]  # fmt: skip
 
 
 def test_repaired_trades_are_late_by_design_and_counted_apart(local_spark):
@@ -88,7 +94,7 @@ def test_repaired_trades_are_late_by_design_and_counted_apart(local_spark):
         ],
         "source string, symbol string, ts_ms long, reject_code string, repaired boolean",
     )
-    counts = late_trades.count_late(trades, 2_000)
+    counts = late_trades.count_late(trades, 2 * MINUTE)
     by_symbol = {r["symbol"]: (r["trades"], r["repaired"], r["first_ms"]) for r in counts}
     assert by_symbol == {"BTCUSDT": (1, 1, 1_200), "ETHUSDT": (0, 1, None)}
     line = late_trades.describe("bars", late_trades.LateBatch("q", 3, 120_000, "{}", "{}", dropped=3), counts)
@@ -96,7 +102,7 @@ def test_repaired_trades_are_late_by_design_and_counted_apart(local_spark):
     assert "DISAGREES" not in line
 
 
-def test_the_log_line_names_symbols_and_says_when_the_total_disagrees():
+def test_the_log_line_names_symbols_and_says_when_spark_dropped_more_rows_than_trades():
     batch = late_trades.LateBatch("q", 9, 120_000, "{}", "{}", dropped=3)
     counts = [
         Row(source="s", symbol="AAPL", trades=2, repaired=0),
@@ -108,5 +114,8 @@ def test_the_log_line_names_symbols_and_says_when_the_total_disagrees():
         "AAPL=2 MSFT=1"
     )
     undercounted = late_trades.LateBatch("q", 9, 120_000, "{}", "{}", dropped=4)
-    assert late_trades.describe("bars", undercounted, counts).endswith("DISAGREES with Spark's total 4")
+    # Spark drops rows of a symbol-minute each; three trades cannot have filled four of them.
+    assert late_trades.describe("bars", undercounted, counts).endswith("DISAGREES with Spark's 4 dropped rows")
+    two_rows = late_trades.LateBatch("q", 9, 120_000, "{}", "{}", dropped=2)
+    assert "DISAGREES" not in late_trades.describe("bars", two_rows, counts)
     assert "(+1 more symbols)" in late_trades.describe("bars", batch, counts, shown=1)

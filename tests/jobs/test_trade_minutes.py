@@ -1,0 +1,107 @@
+"""The bars job's minute rows without Spark: random trades, split over random Kafka batches as the micro-batches
+would split them, admitted and grouped per symbol-minute (`admit_minutes`), each minute's lists gathered as the
+aggregation's state gathers them, then turned into bars (`bars_of_minutes`), against tests/bars_reference.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+
+import pyarrow as pa
+import pytest
+
+from spark_jobs import trade_minutes
+from tests.bars_reference import bars as reference_bars
+
+MINUTE = 60_000
+T0 = 1_700_000_040_000
+RECEIVED = T0 + 10 * MINUTE
+KAFKA = pa.schema(
+    [("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+     ("timestamp", pa.timestamp("us", "UTC")), ("value", pa.binary())]
+)  # fmt: skip
+
+
+def random_trades(rng: random.Random, n: int) -> list[dict]:
+    trades = []
+    for i in range(n):
+        source = rng.choice(["finnhub", "binance", "replay"])
+        trade = {"source": source, "symbol": rng.choice(["AAA", "BBB", "CCC"]),
+                 "ts_ms": T0 + rng.randrange(0, 4 * MINUTE, 250), "price": round(rng.uniform(9, 11), 2),
+                 "size": rng.choice([0.0, 1.0, round(rng.uniform(0, 5), 3)])}  # fmt: skip
+        if rng.random() < 0.8:  # integer exchange ids, strings, or none at all (then every print counts)
+            trade["trade_id"] = str(i) if rng.random() < 0.6 else f"x-{i}"
+        if source == "finnhub":
+            trade["conditions"] = rng.sample(["1", "3", "12", "16", "20", "99"], rng.randrange(0, 3))
+        if source == "binance":
+            trade["side"] = rng.choice(["buy", "sell"])
+        if rng.random() < 0.1:
+            trade["kind"] = "tick"
+        trades.append(trade)
+    duplicates = [dict(t) for t in rng.sample(trades, n // 10) if "trade_id" in t]
+    arrivals = trades + duplicates
+    rng.shuffle(arrivals)
+    return arrivals
+
+
+def kafka_batches(rng: random.Random, messages: list[dict]) -> list[pa.RecordBatch]:
+    at = dt.datetime.fromtimestamp(RECEIVED / 1000, dt.UTC)
+    rows = [("unit", 0, offset, at, json.dumps(m).encode()) for offset, m in enumerate(messages)]
+    cuts = sorted(rng.sample(range(1, len(rows)), 5))
+    return [
+        pa.RecordBatch.from_pylist([dict(zip(KAFKA.names, r, strict=True)) for r in rows[a:b]], schema=KAFKA)
+        for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)
+    ]
+
+
+def gathered(minute_rows: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """Every batch's list of a (symbol, minute), concatenated: what flatten(collect_list(trades)) holds."""
+    lists: dict[tuple[str, int], list[dict]] = {}
+    for batch in minute_rows:
+        for row in batch.to_pylist():
+            if row["trades"] is not None:
+                key = (row["symbol"], row["ts_ms"] - row["ts_ms"] % MINUTE)
+                lists.setdefault(key, []).extend(row["trades"])
+    keys = sorted(lists)
+    return pa.RecordBatch.from_pydict(
+        {"symbol": [k[0] for k in keys], "ts_ms": [k[1] for k in keys], "trades": [lists[k] for k in keys]},
+        schema=pa.schema([("symbol", pa.string()), ("ts_ms", pa.int64()), ("trades", trade_minutes.TRADES)]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bars_from_minute_rows_equal_the_reference_whatever_the_batches(seed: int) -> None:
+    rng = random.Random(seed)
+    messages = random_trades(rng, 400)
+    rows = list(trade_minutes.admit_minutes(kafka_batches(rng, messages)))
+    assert all(r.schema == trade_minutes.MINUTE_ROW for r in rows)
+    bars = pa.Table.from_batches(list(trade_minutes.bars_of_minutes([gathered(rows)]))).to_pylist()
+    got = {(b["symbol"], b["ts_ms"]): b for b in bars}
+    want = reference_bars(messages)
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        for field, value in expected.items():
+            actual = got[key][field]
+            assert actual == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), (key, field)
+        assert got[key]["origin"] == "trades"
+
+
+def test_refusals_keep_their_coordinates_and_are_not_minutes() -> None:
+    good = {"source": "replay", "symbol": "AAA", "ts_ms": T0, "price": 10.0, "size": 1.0, "trade_id": "1"}
+    bad = [{**good, "price": -1.0}, {**good, "ts_ms": RECEIVED + 10 * MINUTE}]
+    rows = pa.Table.from_batches(
+        list(trade_minutes.admit_minutes(kafka_batches(random.Random(0), [good, *bad, good, good, good, good])))
+    ).to_pylist()
+    refused = [r for r in rows if r["reject_code"] is not None]
+    assert sorted((r["offset"], r["reject_code"]) for r in refused) == [(1, "price_not_positive"), (2, "ts_in_future")]
+    assert all(r["trades"] is None and r["topic"] == "unit" and "AAA" in r["raw"] for r in refused)
+    minutes = [r for r in rows if r["trades"] is not None]
+    assert all(r["reject_code"] is None and r["symbol"] == "AAA" for r in minutes)
+    assert sum(len(r["trades"]) for r in minutes) == 5  # the duplicates are still there: dropped per minute
+
+
+def test_a_minute_of_prints_that_set_nothing_has_no_bar() -> None:
+    official = {"source": "finnhub", "symbol": "AAA", "ts_ms": T0, "price": 10.0, "size": 5.0, "conditions": ["16"]}
+    rows = list(trade_minutes.admit_minutes(kafka_batches(random.Random(1), [official] * 8)))
+    assert pa.Table.from_batches(list(trade_minutes.bars_of_minutes([gathered(rows)]))).num_rows == 0
