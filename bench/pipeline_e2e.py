@@ -57,7 +57,10 @@ TRIGGER_S = int(os.environ.get("BENCH_PIPELINE_TRIGGER_S", 5))  # the jobs' ship
 LATENCY_TRIGGERS_S = [int(t) for t in os.environ.get("BENCH_PIPELINE_LATENCY_TRIGGERS_S", "5,1").split(",")]
 PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,workers,latency").split(",")
 EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
-MAX_OFFSETS_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_OFFSETS", 400_000))
+# The job's own default has no maximum; a bound keeps the drain's batches alike. 1M rather than 400k since the
+# trades travel as lists per symbol-minute, larger batches spread each micro-batch's own cost: 79.6k against 60.5k
+# trades/s (docs/benchmarks.md).
+MAX_OFFSETS_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_OFFSETS", 1_000_000))
 LATENCY_SYMBOLS = int(os.environ.get("BENCH_PIPELINE_LATENCY_SYMBOLS", 100))
 LATENCY_RUN_S = int(os.environ.get("BENCH_PIPELINE_LATENCY_S", 300))
 WATERMARK_S = 60  # the bars job's default watermark ("1 minute")
@@ -186,8 +189,8 @@ def wait_for_rows(run: Run, table: str, prefix: str, expected: int, since: float
 def spark_profile(app_name: str) -> dict[str, dict[str, float]]:
     """Where an application's executors spent their time, from its driver's REST API: every completed stage,
     summed by its side of the shuffle. In the bars job, `map` stages read Kafka, admit the trades (contract crate,
-    Python worker) and write the shuffle; `reduce` stages read it, deduplicate, aggregate (state store) and hand
-    the closed bars to the driver; `other` are driver-side collects of small results. (The SQL operators of a
+    Python worker), group them per symbol-minute and write the shuffle; `reduce` stages read it, gather each
+    minute's trades in the state store and build the closed bars (Python worker) for the driver; `other` are driver-side collects of small results. (The SQL operators of a
     foreachBatch query show no metrics through the API: its actions run on an RDD scan.)"""
     import urllib.request
 
