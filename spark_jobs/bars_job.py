@@ -28,8 +28,11 @@ per-batch cost on the same 2 cores (docs/benchmarks.md has the measurements).
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -49,6 +52,7 @@ from spark_jobs.contracts import APPLIED_HEADER, REJECT_FIELDS
 from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import BAR_FIELDS, Bar, apply_bars
 from spark_jobs.store import DEFAULT_REJECT_RETENTION, insert_rejects, purge_old_rejects, retrying_through_outages
+from spark_jobs.trade_minutes import MINUTE_MS
 
 
 def parse_trades(raw: DataFrame) -> DataFrame:
@@ -157,6 +161,48 @@ def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callab
     return write
 
 
+# What the bars query keeps in its state, written beside its checkpoint. Spark cannot resume a checkpoint whose
+# state another plan wrote: the trades as rows deduplicated by id, before issue 16 (no such file).
+STATE_PLAN = "trades-as-minute-lists"
+PLAN_FILE = "sparktrends-state-plan"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a query that supersedes another plan's checkpoint starts: minutes from `first_minute_ms` on were not
+    emitted by the old query (their window ended after its last committed watermark), so their trades are read
+    again from `read_from_ms` (Kafka time, the gap repair's margin before) and earlier minutes' are skipped."""
+
+    superseded: str
+    first_minute_ms: int
+    read_from_ms: int
+
+
+def supersede_old_checkpoint(checkpoint: str) -> Resume | None:
+    """Marks a new checkpoint with STATE_PLAN; moves a checkpoint of another plan aside and says where to resume.
+    None: start as usual (a new checkpoint, or one of this plan; a remote one is left to Spark)."""
+    if "://" in checkpoint:
+        return None
+    marker = os.path.join(checkpoint, PLAN_FILE)
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as plan:
+            if plan.read().strip() == STATE_PLAN:
+                return None
+    resume = None
+    commits = os.path.join(checkpoint, "commits")
+    batches = [int(n) for n in os.listdir(commits) if n.isdigit()] if os.path.isdir(commits) else []
+    if batches:
+        superseded = f"{checkpoint}.superseded-{int(time.time())}"
+        watermark = late_trades.checkpoint_watermark_ms(checkpoint, max(batches)) or 0
+        os.rename(checkpoint, superseded)
+        first = watermark - watermark % MINUTE_MS
+        resume = Resume(superseded, first, first - gap_repair.READ_MARGIN_MS)
+    os.makedirs(checkpoint, exist_ok=True)
+    with open(marker, "w", encoding="utf-8") as plan:
+        plan.write(STATE_PLAN + "\n")
+    return resume
+
+
 def watermark_ms(query: StreamingQuery) -> int | None:
     """The watermark of the query's last completed micro-batch: every bar ending at or before it is emitted."""
     progress = query.lastProgress
@@ -194,13 +240,27 @@ def main() -> None:
     # See bar_and_reject_records: both branches must read the whole `trade` struct.
     spark.conf.set("spark.sql.optimizer.nestedSchemaPruning.enabled", "false")
     spark.conf.set("spark.sql.optimizer.expression.nestedPruning.enabled", "false")
-    raw = read_kafka_stream(
-        spark, args.trades_topic, args.starting_offsets, args.max_offsets_per_trigger, interval_ms(args.trigger)
-    )
-    records = bar_and_reject_records(
-        contracts.admit_trade_minutes(raw), args.watermark, int(spark.conf.get("spark.sql.shuffle.partitions"))
-    )
     checkpoint = checkpoint_dir(args.checkpoint, "bars")
+    resume = supersede_old_checkpoint(checkpoint)
+    raw = read_kafka_stream(
+        spark,
+        args.trades_topic,
+        args.starting_offsets,
+        args.max_offsets_per_trigger,
+        interval_ms(args.trigger),
+        starting_timestamp_ms=resume.read_from_ms if resume else None,
+    )
+    minutes = contracts.admit_trade_minutes(raw)
+    if resume:
+        print(
+            f"[bars] the checkpoint held another plan's state (before issue 16): moved to {resume.superseded}; "
+            f"the minutes from {datetime.fromtimestamp(resume.first_minute_ms / 1000, UTC):%Y-%m-%d %H:%M} UTC on "
+            "are built from the trades topic again, the earlier ones were emitted by the previous query",
+            flush=True,
+        )
+        # Rejects keep flowing (their rows are idempotent on their Kafka coordinates).
+        minutes = minutes.filter(F.col("reject_code").isNotNull() | (F.col("ts_ms") >= resume.first_minute_ms))
+    records = bar_and_reject_records(minutes, args.watermark, int(spark.conf.get("spark.sql.shuffle.partitions")))
     late_trades.watch(spark, "bars", query_name="bars", topic=args.trades_topic, checkpoint=checkpoint)
     query = (
         records.writeStream.queryName("bars")

@@ -335,3 +335,49 @@ def test_a_batch_held_by_a_hung_database_write_is_reported_as_stalled(
         job.stop()
     stalled = next(line for line in job.lines if "STALLED: bars" in line)
     assert "has finished no trigger for" in stalled, stalled
+
+
+@pytest.mark.timeout(600)
+def test_a_checkpoint_of_the_previous_state_plan_is_superseded_and_its_open_minutes_rebuilt(
+    stack_settings, stack_env, kafka_topic, pg, tmp_path
+):
+    """An upgrade from the bars job before issue 16: its checkpoint holds trades deduplicated row by row, a state
+    Spark cannot resume under the new plan. The job moves it aside and rebuilds, from the topic, exactly the
+    minutes the old query had not emitted (window end after its last committed watermark), whole; the minutes it
+    had emitted are not built again, so a short copy can never replace them."""
+    trades_topic, bars_topic = kafka_topic("trades"), kafka_topic("bars")
+    symbol = f"UP{uuid.uuid4().hex[:6].upper()}"
+    t0 = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
+    trades = [trade(symbol, t0 + m * MINUTE + s * 7_000, 100.0 + m + s / 10, 1.0 + s, f"{m}-{s}") for m in range(6)
+              for s in range(5)]  # fmt: skip
+    closer = trade(symbol, t0 + 20 * MINUTE, 100.0, 1.0, "closer")
+    old = tmp_path / "ckpt" / "bars"
+    for sub in ("offsets", "commits", "state"):
+        (old / sub).mkdir(parents=True)
+    # The old query's last committed batch ran with its watermark inside minute 3: minutes 0-2 were emitted.
+    metadata = {"batchWatermarkMs": t0 + 3 * MINUTE + 20_000, "batchTimestampMs": 0}
+    (old / "offsets" / "4").write_text(f"v1\n{json.dumps(metadata)}\n")
+    (old / "commits" / "4").write_text('v1\n{"nextBatchWatermarkMs":0}\n')
+    produce(stack_settings.kafka_bootstrap, trades_topic, [(t["symbol"], json.dumps(t)) for t in [*trades, closer]])
+    args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--trigger", "1 second",
+            "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
+    job = StreamingJob("bars_job", args, stack_env)
+    try:
+        got = consume_json(stack_settings.kafka_bootstrap, bars_topic, 3, timeout=240)
+        time.sleep(3)  # a wrongly rebuilt minute 0-2 would follow in the same or the next batch
+        stored = pg.execute(
+            "SELECT (extract(epoch FROM ts) * 1000)::bigint, open, close, volume, trades FROM bars_1m "
+            "WHERE symbol = %s ORDER BY ts",
+            (symbol,),
+        ).fetchall()
+        log = job.log_tail()
+    finally:
+        job.stop()
+    expected = reference_bars([t for t in trades if t["ts_ms"] >= t0 + 3 * MINUTE])
+    assert sorted(b["ts_ms"] for b in got) == expected["ts_ms"].tolist() == [t0 + m * MINUTE for m in (3, 4, 5)]
+    assert [r[0] for r in stored] == expected["ts_ms"].tolist(), log
+    for row, (_, want) in zip(stored, expected.iterrows(), strict=True):
+        assert row[1:] == (want["open"], want["close"], want["volume"], want["trades"])
+    superseded = [p.name for p in (tmp_path / "ckpt").iterdir() if p.name.startswith("bars.superseded-")]
+    assert len(superseded) == 1 and "another plan's state" in log, log
+    assert (old / "sparktrends-state-plan").read_text().strip() == "trades-as-minute-lists"
