@@ -191,7 +191,8 @@ def spark_profile(app_name: str) -> dict[str, dict[str, float]]:
     summed by its side of the shuffle. In the bars job, `map` stages read Kafka, admit the trades (contract crate,
     Python worker), group them per symbol-minute and write the shuffle; `reduce` stages read it, gather each
     minute's trades in the state store and build the closed bars (Python worker) for the driver; `other` are
-    driver-side collects of small results. (The SQL operators of a foreachBatch query show no metrics through the API: its actions run on an RDD scan.)"""
+    driver-side collects of small results. (The SQL operators of a foreachBatch query show no metrics through the
+    API: its actions run on an RDD scan.)"""
     import urllib.request
 
     def get(url: str) -> Any:
