@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs import contracts, detector_profiles, gap_repair, late_trades, trade_minutes
@@ -82,7 +83,7 @@ def build_bars(minutes: DataFrame) -> DataFrame:
         F.flatten(F.collect_list("trades")).alias("trades")
     )
     return gathered.select("symbol", F.unix_millis(F.col("w.start")).alias("ts_ms"), "trades").mapInArrow(
-        trade_minutes.bars_of_minutes, trade_minutes.BAR_DDL
+        trade_minutes.bars_of_minutes, from_arrow_schema(trade_minutes.BAR)
     )
 
 

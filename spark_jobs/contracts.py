@@ -46,4 +46,4 @@ def admit_trade_minutes(kafka_rows: DataFrame) -> DataFrame:
     admitted trades of each (source, symbol, minute) of a batch as one row, and each refusal as a row of its own
     with KAFKA_COLUMNS' coordinates, its reject code, reason and raw text."""
     rows = kafka_rows.select(*KAFKA_COLUMNS, F.col("value"))
-    return rows.mapInArrow(trade_minutes.admit_minutes, trade_minutes.MINUTE_ROW_DDL)
+    return rows.mapInArrow(trade_minutes.admit_minutes, from_arrow_schema(trade_minutes.MINUTE_ROW))

@@ -70,35 +70,9 @@ MINUTE_ROW = pa.schema(
         ("raw", pa.string()),
     ]
 )
-MINUTE_ROW_DDL = (
-    "topic string, partition int, offset bigint, source string, symbol string, ts_ms bigint, "
-    "trades array<struct<source:string, dedup_id:string, trade_id:string, ts_ms:bigint, price:double, "
-    "size:double, kind:string, side:string, updates_price:boolean, updates_volume:boolean, partition:int, "
-    "offset:bigint>>, reject_code string, reject_reason string, raw string"
-)
-BAR = pa.schema(
-    [
-        ("source", pa.string()),
-        ("symbol", pa.string()),
-        ("ts_ms", pa.int64()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("trades", pa.int64()),
-        ("vwap", pa.float64()),
-        ("taker_buy_volume", pa.float64()),
-        ("first_trade_id", pa.int64()),
-        ("last_trade_id", pa.int64()),
-        ("origin", pa.string()),
-    ]
-)
-assert BAR.names == contract.messages()["bar"].field_names, "the bar message changed: update BAR"
-BAR_DDL = (
-    "source string, symbol string, ts_ms bigint, open double, high double, low double, close double, volume double, "
-    "trades bigint, vwap double, taker_buy_volume double, first_trade_id bigint, last_trade_id bigint, origin string"
-)
+# The bar message's fields as the contract types them (contracts/messages.json).
+_ARROW_TYPES = {"text": pa.string(), "symbol": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+BAR = pa.schema([(f.name, _ARROW_TYPES[f.type]) for f in contract.messages()["bar"].fields])
 
 
 def admit_minutes(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
