@@ -140,7 +140,10 @@ def integer_ids(ids: pa.Array) -> np.ndarray:
     """Trade ids that are integers (an exchange's sequence numbers), as int64; others (derived ids, UUIDs) as
     the smallest int64, which sorts them first among same-millisecond trades and marks them absent."""
     text = pc.utf8_trim_whitespace(ids.cast(pa.string()))
-    numeric = pc.fill_null(pc.match_substring_regex(text, r"^-?[0-9]{1,18}$"), False)
+    # Up to 18 digits always fit; 19 when at most int64's maximum (same-length digit strings compare as numbers).
+    short = pc.match_substring_regex(text, r"^-?[0-9]{1,18}$")
+    long = pc.and_(pc.match_substring_regex(text, r"^[0-9]{19}$"), pc.less_equal(text, str(np.iinfo(np.int64).max)))
+    numeric = pc.fill_null(pc.or_(short, long), False)
     parsed = pc.if_else(numeric, text, pa.scalar(None, pa.string())).cast(pa.int64())
     return pc.fill_null(parsed, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
 

@@ -105,3 +105,9 @@ def test_a_minute_of_prints_that_set_nothing_has_no_bar() -> None:
     official = {"source": "finnhub", "symbol": "AAA", "ts_ms": T0, "price": 10.0, "size": 5.0, "conditions": ["16"]}
     rows = list(trade_minutes.admit_minutes(kafka_batches(random.Random(1), [official] * 8)))
     assert pa.Table.from_batches(list(trade_minutes.bars_of_minutes([gathered(rows)]))).num_rows == 0
+
+
+def test_integer_trade_ids_are_read_up_to_int64s_maximum_and_others_are_absent() -> None:
+    ids = pa.array(["12", " 7 ", "-3", "x-1", None, "9223372036854775807", "9223372036854775808", "~1:2:3:0"])
+    absent = trade_minutes.NO_ID
+    assert trade_minutes.integer_ids(ids).tolist() == [12, 7, -3, absent, absent, 9223372036854775807, absent, absent]
