@@ -57,9 +57,9 @@ TRIGGER_S = int(os.environ.get("BENCH_PIPELINE_TRIGGER_S", 5))  # the jobs' ship
 LATENCY_TRIGGERS_S = [int(t) for t in os.environ.get("BENCH_PIPELINE_LATENCY_TRIGGERS_S", "5,1").split(",")]
 PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,workers,latency").split(",")
 EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
-# The job's own default has no maximum; a bound keeps the drain's batches alike. 1M rather than 400k since the
-# trades travel as lists per symbol-minute, larger batches spread each micro-batch's own cost: 79.6k against 60.5k
-# trades/s (docs/benchmarks.md).
+# The bars job's own default (bars_job.DEFAULT_MAX_OFFSETS, 1M): 1M rather than 400k since the trades travel as
+# lists per symbol-minute, larger batches spread each micro-batch's own cost: 79.6k against 60.5k trades/s
+# (docs/benchmarks.md).
 MAX_OFFSETS_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_OFFSETS", 1_000_000))
 LATENCY_SYMBOLS = int(os.environ.get("BENCH_PIPELINE_LATENCY_SYMBOLS", 100))
 LATENCY_RUN_S = int(os.environ.get("BENCH_PIPELINE_LATENCY_S", 300))

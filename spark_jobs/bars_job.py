@@ -162,6 +162,11 @@ def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callab
     return write
 
 
+# A micro-batch's trades wait in the aggregation's state until their minutes close, about 100 bytes each: a bound
+# keeps a backlog (a restart after a day down) from holding all of it at once. 1M trades take 7-9 s on 2 cores
+# (docs/benchmarks.md).
+DEFAULT_MAX_OFFSETS = 1_000_000
+
 # What the bars query keeps in its state, written beside its checkpoint. Spark cannot resume a checkpoint whose
 # state another plan wrote: the trades as rows deduplicated by id, before issue 16 (no such file).
 STATE_PLAN = "trades-as-minute-lists"
@@ -225,7 +230,12 @@ def main() -> None:
     )
     parser.add_argument("--starting-offsets", default="earliest")
     parser.add_argument("--checkpoint", default=None, help="checkpoint root (default $SPARKTRENDS_CHECKPOINTS)")
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=None)
+    parser.add_argument(
+        "--max-offsets-per-trigger",
+        type=int,
+        default=DEFAULT_MAX_OFFSETS,
+        help="at most this many trades per micro-batch (a backlog drains in batches of it)",
+    )
     parser.add_argument(
         "--reject-retention",
         default=DEFAULT_REJECT_RETENTION,
