@@ -37,9 +37,9 @@ from spark_jobs.contracts import APPLIED_HEADER
 from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import Bar, apply_bars
 from spark_jobs.store import insert_rejects, pg_connect
+from spark_jobs.trade_minutes import MINUTE_MS
 from sparktrends import contract
 
-MINUTE_MS = 60_000
 GAP = contract.messages()["gap"]
 GAP_FIELDS = GAP.field_names
 REQUIRED = [f.name for f in GAP.fields if f.required]

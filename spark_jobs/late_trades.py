@@ -31,10 +31,10 @@ from pyspark.sql.streaming import StreamingQueryListener
 from spark_jobs import contracts
 from spark_jobs.common import kafka_bootstrap
 from spark_jobs.store import pg_connect, upsert
+from spark_jobs.trade_minutes import MINUTE_MS
 
 LATE_COLUMNS = ["query_id", "batch_id", "source", "symbol", "trades", "first_ts", "last_ts", "watermark"]
 LATE_KEY = ["query_id", "batch_id", "source", "symbol"]
-MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,9 @@ def _minutes(valid: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns, schema=MINUTE_ROW)
 
 
+NO_ID = np.iinfo(np.int64).min
+
+
 def integer_ids(ids: pa.Array) -> np.ndarray:
     """Trade ids that are integers (an exchange's sequence numbers), as int64; others (derived ids, UUIDs) as
     the smallest int64, which sorts them first among same-millisecond trades and marks them absent."""
@@ -145,10 +148,7 @@ def integer_ids(ids: pa.Array) -> np.ndarray:
     long = pc.and_(pc.match_substring_regex(text, r"^[0-9]{19}$"), pc.less_equal(text, str(np.iinfo(np.int64).max)))
     numeric = pc.fill_null(pc.or_(short, long), False)
     parsed = pc.if_else(numeric, text, pa.scalar(None, pa.string())).cast(pa.int64())
-    return pc.fill_null(parsed, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
-
-
-NO_ID = np.iinfo(np.int64).min
+    return pc.fill_null(parsed, NO_ID).to_numpy(zero_copy_only=False)
 
 
 def _edges(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,15 +180,13 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     partition = col["partition"].to_numpy(zero_copy_only=False)
     offset = col["offset"].to_numpy(zero_copy_only=False)
     order = np.lexsort((offset, partition, dedup_code, source_code, minute))
-    same = (
-        (minute[order][1:] == minute[order][:-1])
-        & (source_code[order][1:] == source_code[order][:-1])
-        & (dedup_code[order][1:] == dedup_code[order][:-1])
-    )
-    keep = np.sort(order[np.r_[True, ~same]])
+    key = [k[order] for k in (minute, source_code, dedup_code)]
+    same = np.logical_and.reduce([k[1:] == k[:-1] for k in key]) if len(order) else np.zeros(0, dtype=bool)
+    keep = np.sort(order[np.r_[True, ~same]]) if len(order) else order
+    kept = pa.array(keep)
 
     def values(name: str, fill: object | None = None) -> np.ndarray:
-        array = col[name].take(pa.array(keep))
+        array = col[name].take(kept)
         return (pc.fill_null(array, fill) if fill is not None else array).to_numpy(zero_copy_only=False)
 
     minute, partition, offset = minute[keep], partition[keep], offset[keep]
@@ -196,8 +194,8 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     updates_price, counted = values("updates_price", False), values("updates_volume", False)
     is_trade = values("kind", TRADE_KIND) == TRADE_KIND
     side = values("side", "")
-    numeric_id = integer_ids(col["trade_id"].take(pa.array(keep)))
-    sources = col["source"].take(pa.array(keep))
+    numeric_id = integer_ids(col["trade_id"].take(kept))
+    sources = col["source"].take(kept)
 
     # Price rank: 0 may set the price, 1 only counts in volume, 2 sets nothing (an official open or close print).
     rank = np.where(updates_price, 0, np.where(counted, 1, 2))
