@@ -33,6 +33,7 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 import cargo_bin  # noqa: E402
 import stack  # noqa: E402
 from services import ProcessService  # noqa: E402
+from sparktrends import contract  # noqa: E402
 from tests.ingest.fake_binance import MINUTE_MS, CompactBinanceMarket, FakeBinanceRest, Served  # noqa: E402
 
 SYMBOLS = [f"H{i:02d}USDT" for i in range(20)]
@@ -86,7 +87,7 @@ def read_by_partition(bootstrap: str, topic: str):  # noqa: ANN201 - yields (par
                     for msg in consumer.consume(num_messages=10_000, timeout=1):
                         if msg.error():
                             continue
-                        values.append(json.loads(msg.value()))
+                        values += contract.messages_in(msg.value())
                         offset = msg.offset()
             yield partition, values
     finally:

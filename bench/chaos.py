@@ -52,6 +52,7 @@ import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
 from services import ProcessService, Supervisor  # noqa: E402
+from sparktrends import contract  # noqa: E402
 from tests import bars_reference  # noqa: E402
 from tests.alerts.fake_slack import FakeSlack  # noqa: E402
 from tests.contract.test_admission_corpus import corpus  # noqa: E402
@@ -441,7 +442,7 @@ class Run:
                     continue
                 quiet_since = time.monotonic()
                 if msg.key() != POISON_KEY:
-                    trades.append(json.loads(msg.value()))
+                    trades += contract.messages_in(msg.value())
         finally:
             consumer.close()
         return trades

@@ -7,6 +7,8 @@ on fresh topics and a fresh database, and are idle before any trade is sent. Thr
   replayed into the trades topic as fast as the producer goes, then one trade far enough ahead to close every
   bar. trades/s = trades / (first trade sent -> last bar's metrics row visible in PostgreSQL), after a small
   warm-up market has gone through. What limits it is Spark's processing, not the producer (~400k msg/s).
+  Run once per ingest --trade-batch-max in BENCH_PIPELINE_TRADE_BATCHES (default "200,1"): ingest's default, a
+  symbol's trades in trade batches of up to 200 per Kafka message, against one message per trade.
 - workers: the same drain with a second Spark worker on this machine registered with the master (as compose's
   `--scale spark-worker=2` does): the jobs' executors spread over both (their cores in use are sampled).
 - latency: a live synthetic market at wall-clock pace. A bar closes when event time passes its end plus the
@@ -61,6 +63,9 @@ EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
 # lists per symbol-minute, larger batches spread each micro-batch's own cost: 79.6k against 60.5k trades/s
 # (docs/benchmarks.md).
 MAX_OFFSETS_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_OFFSETS", 1_000_000))
+# Trades per Kafka message in the drain (ingest's --trade-batch-max; its default first): the bars job's cost is per
+# message more than per trade (docs/decisions.md, "Trades travel in trade batches").
+TRADE_BATCHES = [int(n) for n in os.environ.get("BENCH_PIPELINE_TRADE_BATCHES", "200,1").split(",")]
 LATENCY_SYMBOLS = int(os.environ.get("BENCH_PIPELINE_LATENCY_SYMBOLS", 100))
 LATENCY_RUN_S = int(os.environ.get("BENCH_PIPELINE_LATENCY_S", 300))
 WATERMARK_S = 60  # the bars job's default watermark ("1 minute")
@@ -107,6 +112,19 @@ class Run:
         e = self.env
         return psycopg.connect(host=e["POSTGRES_HOST"], port=e["POSTGRES_PORT"], user=e["POSTGRES_USER"],
                                password=e["POSTGRES_PASSWORD"], dbname=DATABASE, autocommit=True)  # fmt: skip
+
+    def trade_messages(self) -> int:
+        """Messages on the trades topic so far (its partitions' end offsets)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
+        try:
+            topic = self.trades_topic
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
+            return sum(high for _, high in ends)
+        finally:
+            consumer.close()
 
     def ingest_args(self) -> list[str]:
         return ["--trades-topic", self.trades_topic, "--deadletter-topic", self.deadletter_topic]
@@ -159,8 +177,9 @@ def market(ingest: Path, path: Path, start: str, minutes: int, symbols: list[str
     return trades, bars
 
 
-def replay(run: Run, ingest: Path, path: Path) -> None:
-    done = subprocess.run([str(ingest), "replay", str(path), "--kind", "trades", "--speed", "0", *run.ingest_args()],
+def replay(run: Run, ingest: Path, path: Path, trade_batch: int = TRADE_BATCHES[0]) -> None:
+    done = subprocess.run([str(ingest), "replay", str(path), "--kind", "trades", "--speed", "0",
+                           "--trade-batch-max", str(trade_batch), *run.ingest_args()],
                           env=run.env, capture_output=True, text=True, timeout=600)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"replay exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -269,7 +288,9 @@ class ExtraWorker:
         self.log.close()
 
 
-def throughput(settings: stack.Settings, ingest: Path, workdir: Path, workers: int = 1) -> list[dict]:
+def throughput(
+    settings: stack.Settings, ingest: Path, workdir: Path, workers: int = 1, trade_batch: int = TRADE_BATCHES[0]
+) -> list[dict]:
     # A small market an hour earlier in event time goes through first, so that Spark's code generation, the
     # Python workers and the connections are warm when the clock starts: the drain rate is the sustained one.
     warm_file, trades_file = workdir / "warmup.parquet", workdir / "trades.parquet"
@@ -279,20 +300,26 @@ def throughput(settings: stack.Settings, ingest: Path, workdir: Path, workers: i
 
     extra = ExtraWorker(settings, workdir) if workers == 2 else contextlib.nullcontext()
     with extra:
-        return _drain(settings, ingest, workdir, trades, expected_bars, warm_file, warm_bars, trades_file, extra)
+        return _drain(settings, ingest, workdir, trades, expected_bars, warm_file, warm_bars, trades_file, extra,
+                      trade_batch)  # fmt: skip
 
 
 def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Table, expected_bars: int,
-           warm_file: Path, warm_bars: int, trades_file: Path, extra: object) -> list[dict]:  # fmt: skip
-    run = Run(settings, "drain", workdir)
+           warm_file: Path, warm_bars: int, trades_file: Path, extra: object,
+           trade_batch: int) -> list[dict]:  # fmt: skip
+    label = "drain-2-workers" if isinstance(extra, ExtraWorker) else "drain"
+    label += "" if trade_batch == TRADE_BATCHES[0] else f"-batch-{trade_batch}"
+    run = Run(settings, label, workdir)
     try:
         warm_started = time.time()
         replay(run, ingest, warm_file)
         wait_for_rows(run, "metrics_1m", "WARM", warm_bars, warm_started)
         print(f"bench: pipeline throughput: warm after {time.time() - warm_started:.0f}s", flush=True)
+        before = run.trade_messages()
         started = time.time()
-        replay(run, ingest, trades_file)
+        replay(run, ingest, trades_file, trade_batch)
         produced = time.time()
+        messages = run.trade_messages() - before
         done = wait_for_rows(run, "metrics_1m", "SYN", expected_bars, started)
         with run.connect() as conn:
             (bars,) = conn.execute("SELECT count(*) FROM bars_1m WHERE symbol LIKE 'SYN%'").fetchone()
@@ -300,7 +327,6 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
         profile = spark_profile("sparktrends-bars")
     finally:
         run.close()
-    label = "drain-2-workers" if isinstance(extra, ExtraWorker) else "drain"
     LOGS.mkdir(parents=True, exist_ok=True)
     (LOGS / f"pipeline-{label}-profile.json").write_text(json.dumps(profile, indent=1) + "\n")
     top = "; ".join(
@@ -317,15 +343,19 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
     return [
         {
             "name": "trades -> bars -> metrics -> Postgres (backlog drain)"
-            + (", two workers" if isinstance(extra, ExtraWorker) else ""),
+            + (", two workers" if isinstance(extra, ExtraWorker) else "")
+            + (f", {trade_batch} trades per message" if trade_batch > 1 else ", one message per trade"),
             "impl": "bars job + metrics job (Rust UDFs), Spark standalone",
             "value": round(trades.num_rows / seconds),
             "unit": "trades/s",
-            "notes": f"{trades.num_rows:,} trades, {SYMBOLS} symbols, {bars:,} bars in {seconds:.1f}s "
+            "notes": f"{trades.num_rows:,} trades in {messages:,} messages, {SYMBOLS} symbols, {bars:,} bars in "
+            f"{seconds:.1f}s "
             f"(producer done after {produced - started:.1f}s); {late} late-dropped; trigger {TRIGGER_S}s, "
             f"max {MAX_OFFSETS_PER_TRIGGER:,} offsets/trigger; jobs warmed up first{spread}; bars job's executor "
             f"time by stage side (task time, 2 cores): {top}",
             "trades": trades.num_rows,
+            "messages": messages,
+            "trade_batch": trade_batch,
             "bars": bars,
             "seconds": round(seconds, 2),
         }
@@ -416,8 +446,9 @@ def run(settings: stack.Settings) -> list[dict]:
         workdir = Path(tmp)
         rows = []
         if "throughput" in PARTS:
-            (workdir / "drain").mkdir()
-            rows += throughput(settings, ingest, workdir / "drain")
+            for trade_batch in TRADE_BATCHES:
+                (workdir / f"drain-{trade_batch}").mkdir()
+                rows += throughput(settings, ingest, workdir / f"drain-{trade_batch}", trade_batch=trade_batch)
         if "workers" in PARTS:
             (workdir / "drain-2").mkdir()
             rows += throughput(settings, ingest, workdir / "drain-2", workers=2)

@@ -163,13 +163,15 @@ def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callab
 
 
 # A micro-batch's trades wait in the aggregation's state until their minutes close, about 100 bytes each: a bound
-# keeps a backlog (a restart after a day down) from holding all of it at once. 1M trades take 7-9 s on 2 cores
-# (docs/benchmarks.md).
+# keeps a backlog (a restart after a day down) from holding all of it at once. 1M single-trade messages take 7-9 s
+# on 2 cores (docs/benchmarks.md). The bound counts Kafka messages: a trade batch (contracts/messages.json
+# trade.batch, up to max_batch_trades trades) is one.
 DEFAULT_MAX_OFFSETS = 1_000_000
 
 # What the bars query keeps in its state, written beside its checkpoint. Spark cannot resume a checkpoint whose
-# state another plan wrote: the trades as rows deduplicated by id, before issue 16 (no such file).
-STATE_PLAN = "trades-as-minute-lists"
+# state another plan wrote: the trades as rows deduplicated by id, before issue 16 (no such file);
+# "trades-as-minute-lists", whose trades had no `element` (their position in a trade batch).
+STATE_PLAN = "trades-as-minute-lists-with-elements"
 PLAN_FILE = "sparktrends-state-plan"
 
 

@@ -30,7 +30,8 @@ assert {APPLIED_HEADER, REPAIR_HEADER} == set(contract.names("kafka_headers"))
 # the receive time an event time is held against (contracts/admission.json max_future_ms).
 KAFKA_COLUMNS = ["topic", "partition", "offset", "timestamp"]
 # The columns of a refusal as rejected_messages stores them, after `source` (the job's name).
-REJECT_FIELDS = ["topic", "partition", "offset", "reject_code", "reject_reason", "raw"]
+# `element`: a trade's position in its message's trade batch (contracts/messages.json trade.batch), else 0.
+REJECT_FIELDS = ["topic", "partition", "offset", "element", "reject_code", "reject_reason", "raw"]
 
 
 def admit(kafka_rows: DataFrame, kind: MessageKind, *extra: str) -> DataFrame:

@@ -200,7 +200,7 @@ def repair(
             else:
                 raw = bytes(row["value"] or b"").decode("utf-8", "replace")
                 rejects.append(
-                    {"topic": row["topic"], "partition": row["partition"], "offset": row["offset"],
+                    {"topic": row["topic"], "partition": row["partition"], "offset": row["offset"], "element": 0,
                      "reject_code": code, "reject_reason": f"not a gap message: {code}", "raw": raw}
                 )  # fmt: skip
         insert_rejects("bars_job", rejects)

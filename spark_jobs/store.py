@@ -48,13 +48,14 @@ def retrying_through_outages(
 
 def insert_rejects(source: str, rows: Sequence[Any]) -> None:
     """Refused messages (rows with contracts.REJECT_FIELDS) of job `source` into rejected_messages, idempotent
-    on their Kafka coordinates so a replayed micro-batch inserts nothing twice."""
+    on their Kafka coordinates and element (a trade's position in a trade batch) so a replayed micro-batch inserts
+    nothing twice."""
     if not rows:
         return
     with pg_connect() as conn, conn.cursor() as cur:
         cur.executemany(
-            'INSERT INTO rejected_messages (source, topic, "partition", "offset", reason_code, reason, raw) '
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            'INSERT INTO rejected_messages (source, topic, "partition", "offset", element, reason_code, reason, raw) '
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             [(source, *(r[f] for f in REJECT_FIELDS)) for r in rows],
         )
 

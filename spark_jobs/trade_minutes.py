@@ -13,9 +13,9 @@ Both steps are plain functions over Arrow batches (no pyspark here), run in `map
     print rules of contracts/trade_conditions.json. Duplicates (same source and trade id; a trade without an id
     is identified by its Kafka coordinates, so never taken for a duplicate) count once: a re-sent trade has the
     event time of the original, so both are in the same minute's list. Open and close go by (price rank, event
-    time, integer trade id, Kafka partition, offset): an exchange's ids order its same-millisecond trades even
-    when some reached the topic later (a repaired gap); one symbol lives in one partition, so the offset orders
-    the rest.
+    time, integer trade id, Kafka partition, offset, element): an exchange's ids order its same-millisecond
+    trades even when some reached the topic later (a repaired gap); one symbol lives in one partition, so the
+    offset, then the position in a trade batch (contracts/messages.json `trade.batch`), orders the rest.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ TRADE = pa.struct(
         ("updates_volume", pa.bool_()),
         ("partition", pa.int32()),
         ("offset", pa.int64()),
+        ("element", pa.int32()),
     ]
 )
 TRADES = pa.list_(TRADE)
@@ -61,6 +62,7 @@ MINUTE_ROW = pa.schema(
         ("topic", pa.string()),
         ("partition", pa.int32()),
         ("offset", pa.int64()),
+        ("element", pa.int32()),
         ("source", pa.string()),
         ("symbol", pa.string()),
         ("ts_ms", pa.int64()),
@@ -73,6 +75,10 @@ MINUTE_ROW = pa.schema(
 # The bar message's fields as the contract types them (contracts/messages.json).
 _ARROW_TYPES = {"text": pa.string(), "symbol": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
 BAR = pa.schema([(f.name, _ARROW_TYPES[f.type]) for f in contract.messages()["bar"].fields])
+
+
+# Where a refusal is on the topic: a Kafka message, and in a trade batch, the trade's position.
+COORDINATES = ["topic", "partition", "offset", "element"]
 
 
 def admit_minutes(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -94,7 +100,7 @@ def _nulls(n: int, names: Iterable[str]) -> dict[str, pa.Array]:
 def _rejects(refused: pa.RecordBatch) -> pa.RecordBatch:
     n = refused.num_rows
     columns = {
-        **{name: refused.column(name).cast(MINUTE_ROW.field(name).type) for name in ["topic", "partition", "offset"]},
+        **{name: refused.column(name).cast(MINUTE_ROW.field(name).type) for name in COORDINATES},
         **_nulls(n, ["source", "symbol", "ts_ms", "trades"]),
         **{name: refused.column(name) for name in ["reject_code", "reject_reason", "raw"]},
     }
@@ -117,8 +123,9 @@ def _minutes(valid: pa.RecordBatch) -> pa.RecordBatch:
     taken = valid.take(pa.array(order))
     partition = taken.column("partition").cast(pa.int32())
     offset = taken.column("offset").cast(pa.int64())
+    element = taken.column("element")
     # A trade without an id has no identity: its Kafka coordinates stand in, so it is never a duplicate.
-    coordinates = pc.binary_join_element_wise("@", partition.cast(pa.string()), offset.cast(pa.string()), ":")
+    coordinates = pc.binary_join_element_wise("@", *(c.cast(pa.string()) for c in (partition, offset, element)), ":")
     dedup_id = pc.coalesce(taken.column("trade_id"), coordinates)
     fields = {f.name: taken.column(f.name) for f in TRADE if f.name not in ("dedup_id", "partition", "offset")}
     fields |= {"dedup_id": dedup_id, "partition": partition, "offset": offset}
@@ -127,7 +134,7 @@ def _minutes(valid: pa.RecordBatch) -> pa.RecordBatch:
     first = pa.array(starts)
     sorted_ts = ts[order]
     columns = {
-        **_nulls(len(starts), ["topic", "partition", "offset", "reject_code", "reject_reason", "raw"]),
+        **_nulls(len(starts), [*COORDINATES, "reject_code", "reject_reason", "raw"]),
         "source": taken.column("source").take(first),
         "symbol": taken.column("symbol").take(first),
         "ts_ms": pa.array(np.maximum.reduceat(sorted_ts, starts)),
@@ -179,7 +186,8 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     dedup_code = _codes(col["dedup_id"])
     partition = col["partition"].to_numpy(zero_copy_only=False)
     offset = col["offset"].to_numpy(zero_copy_only=False)
-    order = np.lexsort((offset, partition, dedup_code, source_code, minute))
+    element = col["element"].to_numpy(zero_copy_only=False)
+    order = np.lexsort((element, offset, partition, dedup_code, source_code, minute))
     key = [k[order] for k in (minute, source_code, dedup_code)]
     same = np.logical_and.reduce([k[1:] == k[:-1] for k in key]) if len(order) else np.zeros(0, dtype=bool)
     keep = np.sort(order[np.r_[True, ~same]]) if len(order) else order
@@ -189,7 +197,7 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
         array = col[name].take(kept)
         return (pc.fill_null(array, fill) if fill is not None else array).to_numpy(zero_copy_only=False)
 
-    minute, partition, offset = minute[keep], partition[keep], offset[keep]
+    minute, partition, offset, element = minute[keep], partition[keep], offset[keep], element[keep]
     ts, price, size = values("ts_ms"), values("price"), values("size")
     updates_price, counted = values("updates_price", False), values("updates_volume", False)
     is_trade = values("kind", TRADE_KIND) == TRADE_KIND
@@ -206,7 +214,7 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     pricing = rank == best[minute]
     pricing &= rank < 2
 
-    chrono = np.lexsort((offset, partition, numeric_id, ts, minute))
+    chrono = np.lexsort((element, offset, partition, numeric_id, ts, minute))
     setters = chrono[pricing[chrono]]
     first_of, last_of = _edges(minute[setters])
     open_, close = np.full(n, np.nan), np.full(n, np.nan)

@@ -258,6 +258,80 @@ pub fn admit_trade(raw: &[u8], received: Received) -> Checked<Trade> {
     Ok(trade)
 }
 
+/// One trade of a `market.trades` message: its element (its position in a trade batch; 0 for a single trade
+/// and for a refusal of the whole message), the bytes it was admitted from, and the outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TradeElement<'a> {
+    pub element: u32,
+    pub raw: &'a [u8],
+    pub admitted: Checked<Trade>,
+}
+
+/// A raw `market.trades` value, one trade or a trade batch (contracts/messages.json `trade.batch`), admitted
+/// trade by trade. A batch's own envelope (its size, UTF-8, a JSON array of 1 to max_batch_trades values)
+/// is checked first; a refusal there is one element for the whole message. Each value is then admitted as
+/// a single trade message would be, so a batch's trade gets the code it would get alone.
+pub fn admit_trade_message(raw: &[u8], received: Received) -> Vec<TradeElement<'_>> {
+    let whole = |admitted| {
+        vec![TradeElement {
+            element: 0,
+            raw,
+            admitted,
+        }]
+    };
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        return whole(admit_trade(raw, received));
+    }
+    match batch_elements(raw) {
+        Ok(elements) => elements
+            .into_iter()
+            .enumerate()
+            .map(|(i, element)| TradeElement {
+                element: i as u32,
+                raw: element.as_bytes(),
+                admitted: admit_trade(element.as_bytes(), received),
+            })
+            .collect(),
+        Err(reject) => whole(Err(reject)),
+    }
+}
+
+/// A trade batch's envelope: the raw JSON of each of its values.
+fn batch_elements(raw: &[u8]) -> Checked<Vec<&str>> {
+    if raw.len() as i64 > limits::MAX_BATCH_BYTES {
+        return fail(
+            RejectCode::OversizedMessage,
+            format!(
+                "a trade batch of {} bytes, at most {}",
+                raw.len(),
+                limits::MAX_BATCH_BYTES
+            ),
+        );
+    }
+    let text = std::str::from_utf8(raw).map_err(|e| {
+        Reject::new(
+            RejectCode::InvalidUtf8,
+            format!("invalid byte at {}", e.valid_up_to()),
+        )
+    })?;
+    let values: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
+        .map_err(|e| Reject::new(RejectCode::MalformedJson, format!("a trade batch: {e}")))?;
+    if values.is_empty() {
+        return fail(RejectCode::MalformedJson, "an empty trade batch");
+    }
+    if values.len() as i64 > limits::MAX_BATCH_TRADES {
+        return fail(
+            RejectCode::OversizedMessage,
+            format!(
+                "a trade batch of {} trades, at most {}",
+                values.len(),
+                limits::MAX_BATCH_TRADES
+            ),
+        );
+    }
+    Ok(values.into_iter().map(|v| v.get()).collect())
+}
+
 /// A raw `market.bars.1m` value, admitted or refused.
 pub fn admit_bar(raw: &[u8], received: Received) -> Checked<Bar> {
     let bar: Bar = admit("bar", raw)?;

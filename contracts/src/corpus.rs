@@ -12,6 +12,8 @@ pub struct Case {
     pub raw: Vec<u8>,
     pub received_ms: i64,
     pub expect: Option<String>,
+    /// A trade batch's line (trade_batches.jsonl): the code of each element, in order.
+    pub expect_each: Vec<Option<String>>,
 }
 
 fn hex(text: &str) -> Vec<u8> {
@@ -21,7 +23,7 @@ fn hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The cases of `file` (`trades.jsonl`, `bars.jsonl`, `companies.jsonl`). A line holds `raw` text or
+/// The cases of `file` (`trades.jsonl`, `trade_batches.jsonl`, `bars.jsonl`, `companies.jsonl`). A line holds `raw` text or
 /// `raw_hex` bytes; `pad_bytes` inserts that many spaces before the closing brace (an oversized message
 /// that is otherwise valid).
 pub fn cases(file: &str) -> Vec<Case> {
@@ -44,6 +46,15 @@ pub fn cases(file: &str) -> Vec<Case> {
                 raw,
                 received_ms: v["received_ms"].as_i64().expect("received_ms"),
                 expect: v["expect"].as_str().map(str::to_string),
+                expect_each: v["expect"]
+                    .as_array()
+                    .map(|codes| {
+                        codes
+                            .iter()
+                            .map(|c| c.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }
         })
         .collect()

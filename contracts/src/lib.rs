@@ -14,7 +14,9 @@ pub mod corpus;
 pub mod messages;
 pub mod spec;
 
-pub use admission::{admit_bar, admit_company, admit_trade, Received, Reject};
+pub use admission::{
+    admit_bar, admit_company, admit_trade, admit_trade_message, Received, Reject, TradeElement,
+};
 pub use messages::{Bar, Company, DeadLetter, Gap, Trade};
 
 /// The contract files as embedded at build time, by file name: what the Python package exposes.

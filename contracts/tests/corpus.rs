@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use sparktrends_contract::corpus::{cases, Case};
 use sparktrends_contract::{
-    admission, admit_bar, admit_company, admit_trade, Received, Reject, RejectCode,
+    admission, admit_bar, admit_company, admit_trade, admit_trade_message, limits, Received,
+    Reject, RejectCode,
 };
 
 fn check<T>(file: &str, admit: impl Fn(&Case) -> Result<T, Reject>) -> BTreeSet<String> {
@@ -49,6 +50,78 @@ fn every_corpus_message_gets_its_code() {
     assert!(
         untested.is_empty(),
         "codes without a corpus case: {untested:?}"
+    );
+}
+
+/// The codes a trades-topic message gets, one per element.
+fn element_codes(raw: &[u8], received_ms: i64) -> Vec<Option<String>> {
+    admit_trade_message(raw, Received::history(received_ms))
+        .into_iter()
+        .map(|e| e.admitted.err().map(|r| r.code.as_str().to_string()))
+        .collect()
+}
+
+#[test]
+fn every_trade_batch_gets_a_code_per_trade() {
+    for case in cases("trade_batches.jsonl") {
+        assert_eq!(
+            element_codes(&case.raw, case.received_ms),
+            case.expect_each,
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn a_single_trade_message_is_one_element_with_its_own_code() {
+    for case in cases("trades.jsonl") {
+        let elements = admit_trade_message(&case.raw, Received::history(case.received_ms));
+        assert_eq!(elements.len(), 1, "{}", case.name);
+        assert_eq!(elements[0].element, 0);
+        if !case.raw.starts_with(b"[") {
+            assert_eq!(elements[0].raw, case.raw.as_slice());
+        }
+        let code = elements[0]
+            .admitted
+            .as_ref()
+            .err()
+            .map(|r| r.code.as_str().to_string());
+        assert_eq!(code, case.expect, "{}", case.name);
+    }
+}
+
+#[test]
+fn a_batch_keeps_each_trades_bytes_and_position_and_is_bounded() {
+    let trade = |id: usize| {
+        format!(
+            r#"{{"source":"x","symbol":"A","ts_ms":1700000000000,"price":1,"size":1,"trade_id":"{id}"}}"#
+        )
+    };
+    let batch = |n: usize| format!("[{}]", (0..n).map(trade).collect::<Vec<_>>().join(","));
+    let full = batch(limits::MAX_BATCH_TRADES as usize);
+    let elements = admit_trade_message(full.as_bytes(), Received::history(1_700_000_000_000));
+    assert_eq!(elements.len(), limits::MAX_BATCH_TRADES as usize);
+    assert!(elements.iter().all(|e| e.admitted.is_ok()));
+    assert_eq!(elements[7].element, 7);
+    assert_eq!(elements[7].raw, trade(7).as_bytes());
+
+    let over = batch(limits::MAX_BATCH_TRADES as usize + 1);
+    let codes = element_codes(over.as_bytes(), 1_700_000_000_000);
+    assert_eq!(codes, vec![Some("oversized_message".to_string())]);
+
+    // Each trade of a batch is held to a single message's size limit.
+    let padded = format!(
+        r#"[{}, {{"source":"{}","symbol":"A","ts_ms":1700000000000,"price":1,"size":1}}]"#,
+        trade(1),
+        "x".repeat(limits::MAX_MESSAGE_BYTES as usize)
+    );
+    let codes = element_codes(padded.as_bytes(), 1_700_000_000_000);
+    assert_eq!(codes, vec![None, Some("oversized_message".to_string())]);
+    let huge = format!("[{}]", " ".repeat(limits::MAX_BATCH_BYTES as usize));
+    assert_eq!(
+        element_codes(huge.as_bytes(), 1_700_000_000_000),
+        vec![Some("oversized_message".to_string())]
     );
 }
 

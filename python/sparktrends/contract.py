@@ -111,3 +111,11 @@ def topic(prefix: str) -> str:
     if len(found) != 1:
         raise LookupError(f"contracts/topics.json has {len(found)} topics starting with {prefix!r}")
     return found[0]
+
+
+def messages_in(value: bytes | str) -> list[dict[str, Any]]:
+    """The messages a Kafka value holds, for a reader that is not a job (tests, benchmarks): the value's object,
+    or each trade of a trade batch (contracts/messages.json trade.batch: a JSON array), in order. No admission:
+    the jobs admit through the contract crate."""
+    parsed = json.loads(value)
+    return parsed if isinstance(parsed, list) else [parsed]

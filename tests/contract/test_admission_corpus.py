@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 
 from spark_jobs.bars_job import parse_trades
 from spark_jobs.companies_job import parse_companies
+from spark_jobs.contracts import admit
 from spark_jobs.provider_bars_job import parse_bars
 from sparktrends import contract
 from tests.jobs.kafka import kafka_rows
@@ -65,3 +66,16 @@ def test_every_code_the_jobs_give_is_a_contract_code(local_spark):
     # The corpus reaches every code a topic consumer can give (ts_too_old is ingest's live window only).
     consumer_codes = {c.code for c in contract.reject_codes() if c.stage != "ingest"} - {"ts_too_old"}
     assert consumer_codes <= seen
+
+
+def test_every_trade_of_a_trade_batch_gets_its_code_from_the_jobs_admission(local_spark):
+    """contracts/corpus/trade_batches.jsonl: a message holding a trade batch is one row per trade, in order, each
+    with the code its line expects (a refusal of the whole message is one row), as the contract crate gives."""
+    cases = corpus("trade_batches.jsonl")
+    rows = kafka_rows(local_spark, [c["bytes"] for c in cases], [c["received_ms"] for c in cases])
+    admitted = admit(rows, "trade").select("offset", "element", "reject_code").collect()
+    got: dict[int, list[tuple[int, str | None]]] = {}
+    for r in admitted:
+        got.setdefault(r["offset"], []).append((r["element"], r["reject_code"]))
+    for i, c in enumerate(cases):
+        assert sorted(got[i]) == list(enumerate(c["expect"])), c["case"]

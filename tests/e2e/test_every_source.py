@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from sparktrends import contract
 from tests import bars_reference
 from tests.e2e import tapes
 from tests.e2e.conftest import Pipeline
@@ -352,7 +353,8 @@ def synthetic(scenario: Scenario, pipeline: Pipeline, ingest_binary: Path) -> Ca
 
 
 def topic_trades(bootstrap: str, topic: str, symbol: str) -> list[dict]:
-    """Every message of `symbol` on the trades topic, in offset order (one partition holds a symbol)."""
+    """Every trade of `symbol` on the trades topic, in offset order (one partition holds a symbol), a trade
+    batch's in its order."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-{time.monotonic_ns()}",
                          "enable.auto.commit": False})  # fmt: skip
     try:
@@ -365,7 +367,7 @@ def topic_trades(bootstrap: str, topic: str, symbol: str) -> list[dict]:
                 assert msg is not None, f"{topic}[{partition}] stalled at {low} of {high}"
                 low = msg.offset() + 1
                 if msg.key() == symbol.encode():
-                    out.append(json.loads(msg.value()))
+                    out += contract.messages_in(msg.value())
         return out
     finally:
         consumer.close()

@@ -3,7 +3,6 @@ that keeps its log, and a Kafka reader that returns every message a topic holds.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from services import ProcessService
+from sparktrends import contract
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,14 +113,18 @@ def run_ingest(ingest_binary, stack_settings, tmp_path) -> Iterator:
 
 @dataclass
 class Record:
+    """One message, or one trade of a trade batch (contracts/messages.json trade.batch): `element` its position."""
+
     key: str
     value: dict
     partition: int
     offset: int
+    element: int = 0
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 20) -> list[Record]:
-    """Every message the topic holds now (up to its high watermarks), in partition/offset order."""
+    """Every message the topic holds now (up to its high watermarks), a trade batch's trades each a record, in
+    partition/offset/element order."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -149,11 +153,13 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 20) -> list[Record]:
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            records.append(Record(msg.key().decode(), json.loads(msg.value()), msg.partition(), msg.offset()))
+            key, partition, offset = msg.key().decode(), msg.partition(), msg.offset()
+            values = contract.messages_in(msg.value())
+            records += [Record(key, value, partition, offset, i) for i, value in enumerate(values)]
             if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
                 remaining.pop(msg.partition(), None)
         assert not remaining, f"timed out reading {topic}: partitions {sorted(remaining)} incomplete"
-        return sorted(records, key=lambda r: (r.partition, r.offset))
+        return sorted(records, key=lambda r: (r.partition, r.offset, r.element))
     finally:
         consumer.close()
 

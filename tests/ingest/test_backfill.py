@@ -241,6 +241,7 @@ def create_times(bootstrap: str, topic: str) -> dict[tuple[int, int], int]:
     from confluent_kafka import Consumer, TopicPartition
 
     records = read_topic(bootstrap, topic)
+    messages = {(r.partition, r.offset) for r in records}  # a trade batch's trades share theirs
     ends: dict[int, int] = {}
     for r in records:
         ends[r.partition] = max(ends.get(r.partition, -1), r.offset)
@@ -250,11 +251,11 @@ def create_times(bootstrap: str, topic: str) -> dict[tuple[int, int], int]:
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         times: dict[tuple[int, int], int] = {}
         deadline = time.monotonic() + 20
-        while len(times) < len(records) and time.monotonic() < deadline:
+        while len(times) < len(messages) and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and not msg.error():
                 times[(msg.partition(), msg.offset())] = msg.timestamp()[1]
-        assert len(times) == len(records), f"timed out reading {topic}'s timestamps"
+        assert len(times) == len(messages), f"timed out reading {topic}'s timestamps"
         return times
     finally:
         consumer.close()

@@ -45,7 +45,20 @@ def random_trades(rng: random.Random, n: int) -> list[dict]:
     return arrivals
 
 
-def kafka_batches(rng: random.Random, messages: list[dict]) -> list[pa.RecordBatch]:
+def packed(rng: random.Random, trades: list[dict]) -> list[dict | list[dict]]:
+    """Runs of consecutive trades of one symbol as trade batches of 1 to 8 (contracts/messages.json trade.batch),
+    as ingest sends them: the order on the topic, (offset, element), stays the arrival order."""
+    messages: list[dict | list[dict]] = []
+    run: list[dict] = []
+    for trade in trades:
+        if run and (trade["symbol"] != run[0]["symbol"] or len(run) == rng.randint(1, 8)):
+            messages.append(run)
+            run = []
+        run.append(trade)
+    return [*messages, run] if run else messages
+
+
+def kafka_batches(rng: random.Random, messages: list[dict] | list[dict | list[dict]]) -> list[pa.RecordBatch]:
     at = dt.datetime.fromtimestamp(RECEIVED / 1000, dt.UTC)
     rows = [("unit", 0, offset, at, json.dumps(m).encode()) for offset, m in enumerate(messages)]
     cuts = sorted(rng.sample(range(1, len(rows)), 5))
@@ -70,11 +83,13 @@ def gathered(minute_rows: list[pa.RecordBatch]) -> pa.RecordBatch:
     )
 
 
+@pytest.mark.parametrize("trade_batches", [False, True], ids=["one-trade-per-message", "trade-batches"])
 @pytest.mark.parametrize("seed", range(5))
-def test_bars_from_minute_rows_equal_the_reference_whatever_the_batches(seed: int) -> None:
+def test_bars_from_minute_rows_equal_the_reference_whatever_the_batches(seed: int, trade_batches: bool) -> None:
     rng = random.Random(seed)
     messages = random_trades(rng, 400)
-    rows = list(trade_minutes.admit_minutes(kafka_batches(rng, messages)))
+    values = packed(rng, messages) if trade_batches else messages
+    rows = list(trade_minutes.admit_minutes(kafka_batches(rng, values)))
     assert all(r.schema == trade_minutes.MINUTE_ROW for r in rows)
     bars = pa.Table.from_batches(list(trade_minutes.bars_of_minutes([gathered(rows)]))).to_pylist()
     got = {(b["symbol"], b["ts_ms"]): b for b in bars}
@@ -99,6 +114,22 @@ def test_refusals_keep_their_coordinates_and_are_not_minutes() -> None:
     minutes = [r for r in rows if r["trades"] is not None]
     assert all(r["reject_code"] is None and r["symbol"] == "AAA" for r in minutes)
     assert sum(len(r["trades"]) for r in minutes) == 5  # the duplicates are still there: dropped per minute
+
+
+def test_a_refused_trade_of_a_batch_keeps_its_element_and_its_neighbours_count() -> None:
+    good = {"source": "replay", "symbol": "AAA", "ts_ms": T0, "price": 10.0, "size": 1.0}
+    batch = [{**good, "trade_id": "1"}, {**good, "trade_id": "2", "price": -1.0}, {**good, "trade_id": "3"}, 7]
+    minute_rows = list(
+        trade_minutes.admit_minutes(kafka_batches(random.Random(0), [good, batch, good, [good], good, good]))
+    )
+    rows = pa.Table.from_batches(minute_rows).to_pylist()
+    refused = sorted((r["offset"], r["element"], r["reject_code"]) for r in rows if r["reject_code"] is not None)
+    assert refused == [(1, 1, "price_not_positive"), (1, 3, "malformed_json")]
+    trades = sorted((t["offset"], t["element"]) for r in rows if r["trades"] is not None for t in r["trades"])
+    assert trades == [(0, 0), (1, 0), (1, 2), (2, 0), (3, 0), (4, 0), (5, 0)]
+    # Trades without an id are told apart by their coordinates, element included: none is a duplicate.
+    bars = pa.Table.from_batches(list(trade_minutes.bars_of_minutes([gathered(minute_rows)]))).to_pylist()
+    assert [b["volume"] for b in bars] == [7.0]
 
 
 def test_a_minute_of_prints_that_set_nothing_has_no_bar() -> None:

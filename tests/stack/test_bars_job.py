@@ -13,6 +13,7 @@ import uuid
 import pandas as pd
 import pytest
 
+from spark_jobs.bars_job import PLAN_FILE, STATE_PLAN
 from spark_jobs.contracts import APPLIED_HEADER
 from tests.conftest import connect
 from tests.stack.metrics_checks import assert_same_metrics, expected_metrics, stored_metrics
@@ -46,9 +47,21 @@ def trade(symbol: str, ts_ms: int, price: float, size: float, trade_id: str) -> 
     return {"source": "test", "symbol": symbol, "ts_ms": ts_ms, "price": price, "size": size, "trade_id": trade_id}
 
 
+def as_messages(trades: list[dict], trade_batches: bool) -> list[tuple[str, str]]:
+    """Kafka (key, value) pairs: a message per trade, or each symbol's trades as trade batches of up to 40 (as
+    ingest sends them, contracts/messages.json trade.batch), in their order."""
+    if not trade_batches:
+        return [(t["symbol"], json.dumps(t)) for t in trades]
+    by_symbol: dict[str, list[dict]] = {}
+    for t in trades:
+        by_symbol.setdefault(t["symbol"], []).append(t)
+    return [(s, json.dumps(of[i : i + 40])) for s, of in by_symbol.items() for i in range(0, len(of), 40)]
+
+
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("trade_batches", [False, True], ids=["one-trade-per-message", "trade-batches"])
 def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
-    stack_settings, stack_env, kafka_topic, pg, tmp_path
+    stack_settings, stack_env, kafka_topic, pg, tmp_path, trade_batches
 ):
     rng = random.Random(7)
     trades_topic, bars_topic = kafka_topic("trades"), kafka_topic("bars")
@@ -64,13 +77,15 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
             phase1.append(trade(symbol, ts, round(price, 4), round(rng.uniform(0.0, 3.0), 6), f"{symbol}-{i}"))
     phase1.sort(key=lambda t: t["ts_ms"])
     duplicates = [dict(t) for t in rng.sample(phase1, 15)]
-    invalid = [
-        ("AAPL", b"{not json"),
-        ("AAPL", json.dumps(trade("AAPL", t0 + 1000, -5.0, 1.0, "neg-price")).encode()),
-        ("AAPL", json.dumps(trade("AAPL", t0 + 1000, 190.0, -1.0, "neg-size")).encode()),
-        ("AAPL", json.dumps({**trade("AAPL", t0 + 1000, 190.0, 1.0, "x"), "symbol": None}).encode()),
-        ("AAPL", json.dumps(trade("AAPL", t0 + 10**12, 190.0, 1.0, "future")).encode()),
+    refused = [
+        trade("AAPL", t0 + 1000, -5.0, 1.0, "neg-price"),
+        trade("AAPL", t0 + 1000, 190.0, -1.0, "neg-size"),
+        {**trade("AAPL", t0 + 1000, 190.0, 1.0, "x"), "symbol": None},
+        trade("AAPL", t0 + 10**12, 190.0, 1.0, "future"),
     ]
+    # In a trade batch, each bad trade is refused alone, with its element.
+    bad = [("AAPL", json.dumps(refused))] if trade_batches else [("AAPL", json.dumps(t)) for t in refused]
+    invalid = [("AAPL", "{not json"), *bad]
 
     job = StreamingJob(
         "bars_job",
@@ -89,12 +104,9 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
         stack_env,
     )
     try:
-        produce(
-            stack_settings.kafka_bootstrap,
-            trades_topic,
-            [(t["symbol"], json.dumps(t)) for t in phase1 + duplicates] + invalid,
-        )
-        n_phase1 = len(phase1) + len(duplicates) + len(invalid)
+        phase1_messages = as_messages(phase1 + duplicates, trade_batches) + invalid
+        produce(stack_settings.kafka_bootstrap, trades_topic, phase1_messages)
+        n_phase1 = len(phase1_messages)  # rows_in counts Kafka messages
         job.wait_for("phase 1 consumed", lambda: job.rows_in.get("bars", 0) >= n_phase1)
         # Bars and rejects share one read of the topic (the rejects branch reuses the bars branch's shuffle).
         assert job.rows_in["bars"] == n_phase1, job.log_tail()
@@ -112,10 +124,9 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
             {**trade("ETHUSDT", t0 + 6_000, 1.0, 1.0, "ETHUSDT-too-late-2"), "source": late_source},
             {**trade("AAPL", t0 + 7_000, 1.0, 1.0, "AAPL-too-late"), "source": late_source},
         ]
-        produce(
-            stack_settings.kafka_bootstrap, trades_topic, [(t["symbol"], json.dumps(t)) for t in late_ok + too_late]
-        )
-        n_late = len(late_ok) + len(too_late)
+        late_messages = as_messages(late_ok + too_late, trade_batches)
+        produce(stack_settings.kafka_bootstrap, trades_topic, late_messages)
+        n_late = len(late_messages)
         job.wait_for("late trades consumed", lambda: job.rows_in.get("bars", 0) >= n_phase1 + n_late)
 
         # A trade ten minutes on moves the watermark past every earlier minute, closing their bars.
@@ -169,7 +180,8 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
     assert stored["has_metrics"].all()
 
     rejects = pg.execute(
-        'SELECT reason_code, raw, topic, "offset" FROM rejected_messages WHERE topic = %s ORDER BY "offset"',
+        'SELECT reason_code, raw, topic, "offset", element FROM rejected_messages WHERE topic = %s '
+        'ORDER BY "offset", element',
         (trades_topic,),
     ).fetchall()
     assert [r[0] for r in rejects] == [
@@ -180,6 +192,9 @@ def test_bars_match_pandas_with_duplicates_late_and_invalid_trades(
         "ts_in_future",
     ]
     assert rejects[0][1] == "{not json"
+    if trade_batches:  # one message, four refused trades, each with its own bytes and element
+        assert len({r[3] for r in rejects[1:]}) == 1 and [r[4] for r in rejects[1:]] == [0, 1, 2, 3]
+        assert [json.loads(r[1])["trade_id"] for r in rejects[1:]] == ["neg-price", "neg-size", "x", "future"]
 
     by_symbol = pg.execute(
         "SELECT symbol, trades, (extract(epoch FROM latest_trade_ts) * 1000)::bigint FROM late_trades_by_symbol "
@@ -338,13 +353,16 @@ def test_a_batch_held_by_a_hung_database_write_is_reported_as_stalled(
 
 
 @pytest.mark.timeout(600)
+# The plans before this one: none marked (trades deduplicated row by row, before issue 16), then minute lists whose
+# trades had no element (before trade batches).
+@pytest.mark.parametrize("old_plan", [None, "trades-as-minute-lists"], ids=["unmarked", "minute-lists"])
 def test_a_checkpoint_of_the_previous_state_plan_is_superseded_and_its_open_minutes_rebuilt(
-    stack_settings, stack_env, kafka_topic, pg, tmp_path
+    stack_settings, stack_env, kafka_topic, pg, tmp_path, old_plan
 ):
-    """An upgrade from the bars job before issue 16: its checkpoint holds trades deduplicated row by row, a state
-    Spark cannot resume under the new plan. The job moves it aside and rebuilds, from the topic, exactly the
-    minutes the old query had not emitted (window end after its last committed watermark), whole; the minutes it
-    had emitted are not built again, so a short copy can never replace them."""
+    """An upgrade from an earlier bars job: its checkpoint holds a state Spark cannot resume under the new plan.
+    The job moves it aside and rebuilds, from the topic, exactly the minutes the old query had not emitted (window
+    end after its last committed watermark), whole; the minutes it had emitted are not built again, so a short
+    copy can never replace them."""
     trades_topic, bars_topic = kafka_topic("trades"), kafka_topic("bars")
     symbol = f"UP{uuid.uuid4().hex[:6].upper()}"
     t0 = (int(time.time() * 1000) // MINUTE - 30) * MINUTE
@@ -358,6 +376,8 @@ def test_a_checkpoint_of_the_previous_state_plan_is_superseded_and_its_open_minu
     metadata = {"batchWatermarkMs": t0 + 3 * MINUTE + 20_000, "batchTimestampMs": 0}
     (old / "offsets" / "4").write_text(f"v1\n{json.dumps(metadata)}\n")
     (old / "commits" / "4").write_text('v1\n{"nextBatchWatermarkMs":0}\n')
+    if old_plan is not None:
+        (old / PLAN_FILE).write_text(old_plan + "\n")
     produce(stack_settings.kafka_bootstrap, trades_topic, [(t["symbol"], json.dumps(t)) for t in [*trades, closer]])
     args = ["--trades-topic", trades_topic, "--bars-topic", bars_topic, "--trigger", "1 second",
             "--checkpoint", str(tmp_path / "ckpt")]  # fmt: skip
@@ -380,4 +400,4 @@ def test_a_checkpoint_of_the_previous_state_plan_is_superseded_and_its_open_minu
         assert row[1:] == (want["open"], want["close"], want["volume"], want["trades"])
     superseded = [p.name for p in (tmp_path / "ckpt").iterdir() if p.name.startswith("bars.superseded-")]
     assert len(superseded) == 1 and "another plan's state" in log, log
-    assert (old / "sparktrends-state-plan").read_text().strip() == "trades-as-minute-lists"
+    assert (old / PLAN_FILE).read_text().strip() == STATE_PLAN

@@ -11,7 +11,7 @@ use crate::cli::{
     BackfillArgs, BackfillKindArg, BackfillProvider, BinanceArgs, BinanceRestArgs, Cli, EmitArg,
     KindArg, SourceCommand, SyntheticArgs,
 };
-use crate::emitter::Emitter;
+use crate::emitter::{Emitter, TradeBatching};
 use crate::producer::{DeliveryCounter, KafkaSink, ProducerSettings};
 use crate::shutdown::{self, Shutdown};
 use crate::sim::{default_symbols, SimConfig};
@@ -323,7 +323,13 @@ fn run_into_kafka(
         gaps: cli.kafka.gaps_topic.clone(),
     };
     let validator = Validator::new(known_symbols, (cli.validation.max_past * 1000.0) as i64);
-    let emitter = Arc::new(Emitter::new(sink.clone(), topics, validator, stats.clone()));
+    let batching = TradeBatching::new(
+        cli.kafka.trade_batch_max,
+        Duration::from_millis(cli.kafka.trade_batch_linger_ms),
+    );
+    let emitter = Arc::new(
+        Emitter::new(sink.clone(), topics, validator, stats.clone()).with_trade_batching(batching),
+    );
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -342,22 +348,28 @@ fn run_into_kafka(
             secs(cli.stats_interval.max(0.1)),
             shutdown.clone(),
         ));
+        let linger = tokio::spawn(emitter.clone().run_linger(shutdown.clone()));
         let outcome = run_source(&cli, emitter.clone(), shutdown.clone()).await;
         // A finished source (replay done) or a failed one stops the rest too.
         trigger.trigger();
+        // Its last act sends the trade batches still open, before the final flush below.
+        let _ = linger.await;
         let _ = reporter.await;
         signals.abort();
         outcome
     });
     drop(runtime);
 
+    // A source stopped by a signal may have added trades after the linger task's last send.
+    emitter.send_open_batches();
     let flush_timeout = secs(cli.kafka.flush_timeout);
     let flushed = sink.flush(flush_timeout);
     let totals = stats.snapshot();
     info!(
-        "stopped: produced {} (trades {}, bars {}, companies {}, dead letters {}, gap records {}), delivered {}, delivery failures {}, reconnects {}, gaps {}, repaired trades {}, payload bytes {}",
+        "stopped: produced {} messages (trades {} in {} messages, bars {}, companies {}, dead letters {}, gap records {}), delivered {}, delivery failures {}, reconnects {}, gaps {}, repaired trades {}, payload bytes {}",
         totals.produced(),
         totals.trades,
+        totals.trade_messages,
         totals.bars,
         totals.companies,
         totals.dead_letters,

@@ -118,6 +118,13 @@ pub struct KafkaArgs {
     /// Producer linger: how long a batch may wait to fill.
     #[arg(long, global = true, default_value_t = 5)]
     pub linger_ms: u32,
+    /// Trades of one symbol per trades-topic message (a trade batch, contracts/messages.json trade.batch; at
+    /// most the contract's max_batch_trades). 1: a message per trade.
+    #[arg(long, global = true, default_value_t = 200)]
+    pub trade_batch_max: usize,
+    /// How long a symbol's first trade may wait for its batch to fill before the batch is sent.
+    #[arg(long, global = true, default_value_t = 100, value_name = "MS")]
+    pub trade_batch_linger_ms: u64,
     /// Producer batch size in bytes.
     #[arg(long, global = true, default_value_t = 1_000_000)]
     pub batch_bytes: u32,

@@ -1,12 +1,18 @@
 //! The one path from a source to the topics: admit (the contract's rules), give id-less trades their
 //! derived id, serialise, key by symbol, send; refuse into the dead-letter topic with the reject code, the
 //! reason and the original payload. Sources never touch the sink directly.
+//!
+//! Trades may travel as trade batches (contracts/messages.json `trade.batch`): a symbol's trades wait in a batch
+//! until it holds `max_trades`, would pass the contract's max_batch_bytes, or its first trade has waited
+//! `linger`; then the batch is one Kafka message. Spark's cost is per message, not per byte (docs/benchmarks.md,
+//! issue 16). A batch of one trade is sent as the trade itself.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sparktrends_contract::Reject;
+use sparktrends_contract::{limits, Reject};
 use tracing::warn;
 
 use crate::messages::{
@@ -24,6 +30,44 @@ pub struct Emitter {
     validator: Validator,
     stats: Arc<Stats>,
     ids: Mutex<DerivedIds>,
+    batching: TradeBatching,
+    open_batches: Mutex<HashMap<BatchKey, OpenBatch>>,
+}
+
+/// How trades are grouped into trade batches. `max_trades` 1: every trade is a message of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeBatching {
+    pub max_trades: usize,
+    pub linger: Duration,
+}
+
+impl TradeBatching {
+    pub const OFF: Self = Self {
+        max_trades: 1,
+        linger: Duration::ZERO,
+    };
+
+    /// At most the contract's max_batch_trades; at least 1.
+    pub fn new(max_trades: usize, linger: Duration) -> Self {
+        Self {
+            max_trades: max_trades.clamp(1, limits::MAX_BATCH_TRADES as usize),
+            linger,
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.max_trades > 1
+    }
+}
+
+/// A symbol's open batch, apart from trades with another Kafka header (a repair's cause).
+type BatchKey = (String, Option<(&'static str, &'static str)>);
+
+/// A batch's JSON so far (`[` and its trades, comma-separated), how many trades, since when it is open.
+struct OpenBatch {
+    json: Vec<u8>,
+    trades: u64,
+    opened: Instant,
 }
 
 impl Emitter {
@@ -39,7 +83,19 @@ impl Emitter {
             validator,
             stats,
             ids: Mutex::new(DerivedIds::default()),
+            batching: TradeBatching::OFF,
+            open_batches: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Trades as trade batches (see the module doc); off unless asked for.
+    pub fn with_trade_batching(mut self, batching: TradeBatching) -> Self {
+        self.batching = batching;
+        self
+    }
+
+    pub fn trade_batching(&self) -> TradeBatching {
+        self.batching
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -53,6 +109,7 @@ impl Emitter {
     /// Waits (off the async threads) until everything sent so far is acknowledged by Kafka; then state that
     /// covers those messages (a cursor, a backfill's progress) may be saved.
     pub async fn flush(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        self.send_open_batches();
         let sink = self.sink.clone();
         tokio::task::spawn_blocking(move || sink.flush(timeout)).await?
     }
@@ -64,21 +121,11 @@ impl Emitter {
             return self.refuse(&trade.source, &reject, raw, trade);
         }
         if trade.trade_id.is_some() {
-            return self.send(
-                &self.topics.trades,
-                &trade.symbol,
-                trade,
-                &self.stats.trades,
-            );
+            return self.send_trade(trade, None);
         }
         let mut identified = trade.clone();
         identified.trade_id = Some(self.ids.lock().expect("derived ids lock").next(trade));
-        self.send(
-            &self.topics.trades,
-            &identified.symbol,
-            &identified,
-            &self.stats.trades,
-        )
+        self.send_trade(&identified, None)
     }
 
     /// A trade fetched by a gap repair or a backfill: history on purpose (no past window), marked with the
@@ -91,13 +138,122 @@ impl Emitter {
         {
             return self.refuse(&trade.source, &reject, None, trade);
         }
-        self.send_marked(
-            &self.topics.trades,
-            &trade.symbol,
-            trade,
-            &self.stats.trades,
-            Some((KafkaHeader::SparktrendsRepair.as_str(), cause.as_str())),
-        )
+        let header = (KafkaHeader::SparktrendsRepair.as_str(), cause.as_str());
+        self.send_trade(trade, Some(header))
+    }
+
+    /// A trade onto the trades topic: alone, or into its symbol's open batch.
+    fn send_trade(&self, trade: &Trade, header: Option<(&'static str, &'static str)>) -> bool {
+        if !self.batching.is_on() {
+            let sent = self.send_marked(
+                &self.topics.trades,
+                &trade.symbol,
+                trade,
+                &self.stats.trades,
+                header,
+            );
+            if sent {
+                Stats::bump(&self.stats.trade_messages);
+            }
+            return sent;
+        }
+        let json = match serde_json::to_vec(trade) {
+            Ok(json) => json,
+            Err(err) => {
+                warn!("cannot serialise a trade: {err}");
+                return false;
+            }
+        };
+        let key = (trade.symbol.clone(), header);
+        let mut open = self.open_batches.lock().expect("open batches lock");
+        // A batch that this trade would push past the contract's byte limit goes first.
+        if let Some(batch) = open.get(&key) {
+            if (batch.json.len() + json.len() + 2) as i64 > limits::MAX_BATCH_BYTES {
+                let batch = open.remove(&key).expect("present");
+                self.send_batch(&key, batch);
+            }
+        }
+        let batch = open.entry(key.clone()).or_insert_with(|| OpenBatch {
+            json: Vec::with_capacity(json.len() * self.batching.max_trades + 2),
+            trades: 0,
+            opened: Instant::now(),
+        });
+        batch.json.push(if batch.trades == 0 { b'[' } else { b',' });
+        batch.json.extend_from_slice(&json);
+        batch.trades += 1;
+        if batch.trades as usize >= self.batching.max_trades {
+            let batch = open.remove(&key).expect("present");
+            self.send_batch(&key, batch);
+        }
+        true
+    }
+
+    /// Sends every open batch now (before a final flush).
+    pub fn send_open_batches(&self) {
+        self.send_batches(|_| true);
+    }
+
+    /// Sends the open batches that have waited their linger; the caller's clock tick (`run_linger`).
+    pub fn send_lingering_batches(&self) {
+        let linger = self.batching.linger;
+        self.send_batches(|batch| batch.opened.elapsed() >= linger);
+    }
+
+    fn send_batches(&self, due: impl Fn(&OpenBatch) -> bool) {
+        if !self.batching.is_on() {
+            return;
+        }
+        let mut open = self.open_batches.lock().expect("open batches lock");
+        let keys: Vec<BatchKey> = open
+            .iter()
+            .filter(|(_, batch)| due(batch))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            let batch = open.remove(&key).expect("present");
+            self.send_batch(&key, batch);
+        }
+    }
+
+    /// One batch as one message (its only trade as the trade itself). Called with the open batches locked, so a
+    /// symbol's messages reach the sink in the order their trades came.
+    fn send_batch(&self, (symbol, header): &BatchKey, mut batch: OpenBatch) {
+        let payload = if batch.trades == 1 {
+            batch.json.split_off(1)
+        } else {
+            batch.json.push(b']');
+            batch.json
+        };
+        let topic = &self.topics.trades;
+        let sent = match header {
+            Some(header) => self.sink.send_with_header(topic, symbol, &payload, *header),
+            None => self.sink.send(topic, symbol, &payload),
+        };
+        match sent {
+            Ok(()) => {
+                let relaxed = std::sync::atomic::Ordering::Relaxed;
+                self.stats.trades.fetch_add(batch.trades, relaxed);
+                Stats::bump(&self.stats.trade_messages);
+                self.stats
+                    .payload_bytes
+                    .fetch_add(payload.len() as u64, relaxed);
+            }
+            Err(err) => warn!(
+                "producer refused a batch of {} trades of {symbol}: {err:#}",
+                batch.trades
+            ),
+        }
+    }
+
+    /// Sends lingering batches every quarter linger until `shutdown`, then everything still open.
+    pub async fn run_linger(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        if self.batching.is_on() {
+            let tick = (self.batching.linger / 4).max(Duration::from_millis(1));
+            while shutdown.sleep(tick).await {
+                self.send_lingering_batches();
+            }
+        }
+        self.send_open_batches();
     }
 
     pub fn bar(&self, bar: &Bar, raw: Option<&str>, time: TimeCheck) -> bool {
@@ -121,6 +277,8 @@ impl Emitter {
 
     /// A gap in a feed and what its repair did: onto the gaps topic, keyed by symbol, counted in the rate line.
     pub fn gap(&self, gap: &Gap) -> bool {
+        // The trades a repair sent are on the topic before the gap message that asks for their minutes' bars.
+        self.send_open_batches();
         // A trades backfill asks for its minutes' bars through a gap message, but lost nothing.
         if gap.outcome != GapOutcome::Empty && gap.cause != GapCause::Backfill {
             Stats::bump(&self.stats.gaps);
@@ -296,11 +454,23 @@ pub(crate) mod test_support {
         );
         (Arc::new(emitter), sink)
     }
+
+    /// `memory_emitter` with trades batched by `max_trades` and `linger`.
+    pub fn batching_emitter(
+        symbols: &[&str],
+        max_trades: usize,
+        linger: Duration,
+    ) -> (Arc<Emitter>, Arc<MemorySink>) {
+        let (emitter, sink) = memory_emitter(symbols);
+        let emitter = Arc::into_inner(emitter).expect("one owner");
+        let batching = TradeBatching::new(max_trades, linger);
+        (Arc::new(emitter.with_trade_batching(batching)), sink)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::memory_emitter;
+    use super::test_support::{batching_emitter, memory_emitter};
     use super::*;
 
     #[test]
@@ -382,6 +552,130 @@ mod tests {
             emitter.stats().rejects_by_code(),
             vec![(RejectCode::PriceNotPositive, 1)]
         );
+    }
+
+    fn numbered(symbol: &str, id: u32) -> Trade {
+        let mut trade = Trade::new("x", symbol, now_ms(), 1.0 + f64::from(id), 1.0);
+        trade.trade_id = Some(id.to_string());
+        trade
+    }
+
+    /// Trade ids of each trades-topic message, by message: a batch's in order, a single trade's alone.
+    fn ids_by_message(sink: &crate::sink::MemorySink) -> Vec<(String, Vec<String>)> {
+        let id = |t: &serde_json::Value| t["trade_id"].as_str().unwrap().to_string();
+        sink.on_topic("market.trades.v1")
+            .iter()
+            .map(|r| match r.payload.as_array() {
+                Some(batch) => (r.key.clone(), batch.iter().map(id).collect()),
+                None => (r.key.clone(), vec![id(&r.payload)]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_symbols_trades_travel_as_batches_of_at_most_max_trades_in_order() {
+        let (emitter, sink) = batching_emitter(&["A", "B"], 3, Duration::from_secs(3600));
+        for id in 0..7 {
+            assert!(emitter.trade(&numbered("A", id), None, TimeCheck::Live));
+            if id % 2 == 0 {
+                assert!(emitter.trade(&numbered("B", 100 + id), None, TimeCheck::Live));
+            }
+        }
+        let full =
+            |key: &str, ids: &[u32]| (key.to_string(), ids.iter().map(u32::to_string).collect());
+        assert_eq!(
+            ids_by_message(&sink),
+            vec![
+                full("A", &[0, 1, 2]),
+                full("B", &[100, 102, 104]),
+                full("A", &[3, 4, 5])
+            ]
+        );
+        assert_eq!(emitter.stats().snapshot().trades, 9, "counted when sent");
+        emitter.send_open_batches();
+        let mut rest = ids_by_message(&sink).split_off(3);
+        rest.sort();
+        assert_eq!(rest, [full("A", &[6]), full("B", &[106])]);
+        // A batch of one is the trade itself, as a message without batching is.
+        let records = sink.on_topic("market.trades.v1");
+        assert!(records[3..].iter().all(|r| r.payload.is_object()));
+        assert_eq!(emitter.stats().snapshot().trades, 11);
+    }
+
+    #[test]
+    fn a_batch_is_sent_when_its_first_trade_has_waited_the_linger() {
+        let (emitter, sink) = batching_emitter(&["A"], 100, Duration::from_millis(30));
+        emitter.trade(&numbered("A", 1), None, TimeCheck::Live);
+        emitter.trade(&numbered("A", 2), None, TimeCheck::Live);
+        emitter.send_lingering_batches();
+        assert!(sink.on_topic("market.trades.v1").is_empty(), "not yet");
+        std::thread::sleep(Duration::from_millis(40));
+        emitter.send_lingering_batches();
+        assert_eq!(
+            ids_by_message(&sink),
+            vec![("A".to_string(), vec!["1".to_string(), "2".to_string()])]
+        );
+    }
+
+    #[test]
+    fn repaired_trades_batch_apart_with_their_header_and_precede_their_gap() {
+        let (emitter, sink) = batching_emitter(&["A"], 100, Duration::from_secs(3600));
+        emitter.trade(&numbered("A", 5), None, TimeCheck::Live);
+        for id in [3, 4] {
+            assert!(emitter.repaired_trade(&numbered("A", id), GapCause::Reconnect));
+        }
+        let gap = Gap {
+            source: "x".into(),
+            symbol: "A".into(),
+            cause: GapCause::Reconnect,
+            outcome: GapOutcome::Repaired,
+            from_ts_ms: 1,
+            to_ts_ms: 2,
+            first_missing_id: Some(3),
+            last_missing_id: Some(4),
+            repaired_trades: 2,
+            detected_ms: 3,
+        };
+        assert!(emitter.gap(&gap));
+        let records = sink.records();
+        let trades: Vec<_> = records
+            .iter()
+            .filter(|r| r.topic == "market.trades.v1")
+            .collect();
+        assert_eq!(trades.len(), 2, "{trades:?}");
+        let repaired = trades.iter().find(|r| r.header.is_some()).unwrap();
+        assert_eq!(repaired.payload.as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            repaired.header,
+            Some(("sparktrends-repair".to_string(), "reconnect".to_string()))
+        );
+        assert_eq!(
+            records.last().unwrap().topic,
+            "market.gaps.v1",
+            "the gap comes after its trades"
+        );
+    }
+
+    #[test]
+    fn a_batch_never_passes_the_contracts_byte_limit() {
+        let (emitter, sink) = batching_emitter(&["A"], 1000, Duration::from_secs(3600));
+        let mut wide = numbered("A", 0);
+        wide.conditions = Some(vec!["c".repeat(400); 16]);
+        let each = serde_json::to_vec(&wide).unwrap().len();
+        let n = 2 * limits::MAX_BATCH_BYTES as usize / each;
+        for id in 0..n as u32 {
+            wide.trade_id = Some(id.to_string());
+            assert!(emitter.trade(&wide, None, TimeCheck::Live));
+        }
+        emitter.send_open_batches();
+        let messages = ids_by_message(&sink);
+        assert!(messages.len() >= 2, "{} messages", messages.len());
+        let ids: Vec<String> = messages.into_iter().flat_map(|(_, ids)| ids).collect();
+        assert_eq!(ids, (0..n).map(|i| i.to_string()).collect::<Vec<_>>());
+        for record in sink.on_topic("market.trades.v1") {
+            let bytes = serde_json::to_vec(&record.payload).unwrap().len();
+            assert!(bytes as i64 <= limits::MAX_BATCH_BYTES, "{bytes} bytes");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::shutdown::Shutdown;
 
 #[derive(Default, Debug)]
 pub struct Stats {
+    /// Trades sent; `trade_messages` the trades-topic messages that held them (a trade batch is one).
     pub trades: AtomicU64,
+    pub trade_messages: AtomicU64,
     pub bars: AtomicU64,
     pub companies: AtomicU64,
     pub dead_letters: AtomicU64,
@@ -33,6 +35,7 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Snapshot {
     pub trades: u64,
+    pub trade_messages: u64,
     pub bars: u64,
     pub companies: u64,
     pub dead_letters: u64,
@@ -46,9 +49,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Everything handed to the producer: accepted messages and dead letters.
+    /// Every message handed to the producer: accepted messages and dead letters.
     pub fn produced(&self) -> u64 {
-        self.trades + self.bars + self.companies + self.dead_letters + self.gap_records
+        self.trade_messages + self.bars + self.companies + self.dead_letters + self.gap_records
     }
 }
 
@@ -74,6 +77,7 @@ impl Stats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Snapshot {
             trades: load(&self.trades),
+            trade_messages: load(&self.trade_messages),
             bars: load(&self.bars),
             companies: load(&self.companies),
             dead_letters: load(&self.dead_letters),
@@ -93,9 +97,10 @@ pub fn rate_line(previous: &Snapshot, current: &Snapshot, elapsed: Duration) -> 
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let rate = (current.produced() - previous.produced()) as f64 / seconds;
     format!(
-        "rate {rate:.0} msg/s; totals: trades {} bars {} companies {} dead letters {} reconnects {} \
-         gaps {} repaired trades {} delivered {} delivery failures {}",
+        "rate {rate:.0} msg/s; totals: trades {} (in {} messages) bars {} companies {} dead letters {} \
+         reconnects {} gaps {} repaired trades {} delivered {} delivery failures {}",
         current.trades,
+        current.trade_messages,
         current.bars,
         current.companies,
         current.dead_letters,
@@ -120,7 +125,7 @@ pub fn exposition(stats: &Stats) -> String {
         "Messages handed to Kafka, by contract message kind.",
     );
     for (kind, n) in [
-        ("trade", s.trades),
+        ("trade", s.trade_messages),
         ("bar", s.bars),
         ("company", s.companies),
         ("dead_letter", s.dead_letters),
@@ -138,6 +143,11 @@ pub fn exposition(stats: &Stats) -> String {
         e.sample(rejects, &[("code", code.as_str())], n as f64);
     }
     for (name, help, value) in [
+        (
+            "sparktrends_ingest_trades_total",
+            "Trades handed to Kafka (a trade batch message holds many).",
+            s.trades,
+        ),
         (
             "sparktrends_ingest_reconnects_total",
             "Feed reconnects.",
@@ -204,12 +214,17 @@ mod tests {
     #[test]
     fn the_exposition_counts_by_contract_kind_and_code() {
         let stats = Stats::default();
-        Stats::bump(&stats.trades);
-        Stats::bump(&stats.trades);
+        stats.trades.fetch_add(5, Ordering::Relaxed);
+        Stats::bump(&stats.trade_messages);
+        Stats::bump(&stats.trade_messages);
         stats.count_reject(RejectCode::MalformedJson);
         let text = exposition(&stats);
         assert!(
             text.contains("sparktrends_ingest_messages_total{kind=\"trade\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sparktrends_ingest_trades_total 5\n"),
             "{text}"
         );
         assert!(
@@ -224,11 +239,13 @@ mod tests {
     #[test]
     fn rate_counts_everything_produced_per_second() {
         let before = Snapshot {
-            trades: 10,
+            trades: 1000,
+            trade_messages: 10,
             ..Default::default()
         };
         let after = Snapshot {
-            trades: 30,
+            trades: 5000,
+            trade_messages: 30,
             bars: 5,
             dead_letters: 5,
             ..Default::default()
@@ -236,5 +253,6 @@ mod tests {
         let line = rate_line(&before, &after, Duration::from_secs(2));
         assert!(line.starts_with("rate 15 msg/s"), "{line}");
         assert!(line.contains("dead letters 5"), "{line}");
+        assert!(line.contains("trades 5000 (in 30 messages)"), "{line}");
     }
 }

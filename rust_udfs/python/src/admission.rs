@@ -2,24 +2,31 @@
 //! the contract crate's rules, the very functions ingest applies, so a message gets the same reject code
 //! whichever side refuses it. Input: a batch with a binary `value` column and the Kafka `timestamp` (the
 //! receive time an event time is held against); every other column passes through unchanged. Output: the
-//! pass-through columns, the message's fields (null when refused), and `reject_code`, `reject_reason` and a
-//! printable `raw` (only when refused).
+//! pass-through columns, the message's `element`, its fields (null when refused), and `reject_code`,
+//! `reject_reason` and a printable `raw` (only when refused).
+//!
+//! A trades-topic value may be a trade batch (contracts/messages.json `trade.batch`): it becomes one row per
+//! trade, its pass-through columns repeated and `element` its position in the batch. Every other row has
+//! element 0.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
+    BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType};
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{make_array, Array, ArrayRef, Int32Array, RecordBatch};
+use arrow_data::transform::MutableArrayData;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use sparktrends_contract::admission::printable_payload;
 use sparktrends_contract::conditions::eligibility;
-use sparktrends_contract::{admit_bar, admit_company, admit_trade, Received, Reject};
+use sparktrends_contract::{admit_bar, admit_company, admit_trade_message, Received, Reject};
 
 pub const VALUE: &str = "value";
 pub const TIMESTAMP: &str = "timestamp";
+/// A trade's position in its message's trade batch (0 for anything else).
+pub const ELEMENT: &str = "element";
 
 /// Which topic's messages a batch holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +65,8 @@ fn flag(name: &str) -> Field {
 
 /// The columns admission adds, in order.
 pub fn admitted_fields(kind: MessageKind) -> Vec<Field> {
-    let mut fields = match kind {
+    let mut fields = vec![Field::new(ELEMENT, DataType::Int32, false)];
+    fields.extend(match kind {
         MessageKind::Trade => vec![
             text("source"),
             text("symbol"),
@@ -101,7 +109,7 @@ pub fn admitted_fields(kind: MessageKind) -> Vec<Field> {
             text("industry"),
             text("source"),
         ],
-    };
+    });
     fields.extend([text("reject_code"), text("reject_reason"), text("raw")]);
     fields
 }
@@ -202,7 +210,14 @@ impl Refusals {
     }
 }
 
-fn admit_trades(values: &[Option<&[u8]>], received: &[i64]) -> Vec<ArrayRef> {
+/// What admission made of a batch's rows: the added columns (after `element`), and for a trade batch, which
+/// input row each output row came from with its element (`None`: one output row per input row, element 0).
+struct Admitted {
+    columns: Vec<ArrayRef>,
+    origins: Option<(Vec<usize>, Int32Array)>,
+}
+
+fn admit_trades(values: &[Option<&[u8]>], received: &[i64]) -> Admitted {
     let mut source = StringBuilder::new();
     let mut symbol = StringBuilder::new();
     let mut ts_ms = Int64Builder::new();
@@ -215,49 +230,56 @@ fn admit_trades(values: &[Option<&[u8]>], received: &[i64]) -> Vec<ArrayRef> {
     let mut updates_price = BooleanBuilder::new();
     let mut updates_volume = BooleanBuilder::new();
     let mut refusals = Refusals::default();
-    for (raw, &at_ms) in values.iter().zip(received) {
-        let raw = raw.unwrap_or_default();
-        match admit_trade(raw, Received::history(at_ms)) {
-            Ok(t) => {
-                let rule = eligibility(&t.source, t.conditions.as_deref());
-                source.append_value(&t.source);
-                symbol.append_value(&t.symbol);
-                ts_ms.append_value(t.ts_ms);
-                price.append_value(t.price);
-                size.append_value(t.size);
-                trade_id.append_option(t.trade_id.as_deref());
-                kind.append_value(t.kind.as_str());
-                side.append_option(t.side.map(|s| s.as_str()));
-                match &t.conditions {
-                    Some(codes) => {
-                        for code in codes {
-                            conditions.values().append_value(code);
+    let mut rows = Vec::with_capacity(values.len());
+    let mut elements = Int32Builder::with_capacity(values.len());
+    let messages = values.iter().zip(received).enumerate();
+    for (row, (raw, &at_ms)) in messages {
+        for element in admit_trade_message(raw.unwrap_or_default(), Received::history(at_ms)) {
+            rows.push(row);
+            elements.append_value(element.element as i32);
+            let raw = element.raw;
+            match element.admitted {
+                Ok(t) => {
+                    let rule = eligibility(&t.source, t.conditions.as_deref());
+                    source.append_value(&t.source);
+                    symbol.append_value(&t.symbol);
+                    ts_ms.append_value(t.ts_ms);
+                    price.append_value(t.price);
+                    size.append_value(t.size);
+                    trade_id.append_option(t.trade_id.as_deref());
+                    kind.append_value(t.kind.as_str());
+                    side.append_option(t.side.map(|s| s.as_str()));
+                    match &t.conditions {
+                        Some(codes) => {
+                            for code in codes {
+                                conditions.values().append_value(code);
+                            }
+                            conditions.append(true);
                         }
-                        conditions.append(true);
+                        None => conditions.append(false),
                     }
-                    None => conditions.append(false),
+                    updates_price.append_value(rule.updates_price);
+                    updates_volume.append_value(rule.updates_volume);
+                    refusals.admitted();
                 }
-                updates_price.append_value(rule.updates_price);
-                updates_volume.append_value(rule.updates_volume);
-                refusals.admitted();
-            }
-            Err(reject) => {
-                for b in [
-                    &mut source,
-                    &mut symbol,
-                    &mut trade_id,
-                    &mut kind,
-                    &mut side,
-                ] {
-                    b.append_null();
+                Err(reject) => {
+                    for b in [
+                        &mut source,
+                        &mut symbol,
+                        &mut trade_id,
+                        &mut kind,
+                        &mut side,
+                    ] {
+                        b.append_null();
+                    }
+                    ts_ms.append_null();
+                    price.append_null();
+                    size.append_null();
+                    conditions.append(false);
+                    updates_price.append_null();
+                    updates_volume.append_null();
+                    refusals.refused(&reject, raw);
                 }
-                ts_ms.append_null();
-                price.append_null();
-                size.append_null();
-                conditions.append(false);
-                updates_price.append_null();
-                updates_volume.append_null();
-                refusals.refused(&reject, raw);
             }
         }
     }
@@ -275,10 +297,13 @@ fn admit_trades(values: &[Option<&[u8]>], received: &[i64]) -> Vec<ArrayRef> {
         Arc::new(updates_volume.finish()),
     ];
     columns.extend(refusals.finish());
-    columns
+    Admitted {
+        columns,
+        origins: Some((rows, elements.finish())),
+    }
 }
 
-fn admit_bars(values: &[Option<&[u8]>], received: &[i64]) -> Vec<ArrayRef> {
+fn admit_bars(values: &[Option<&[u8]>], received: &[i64]) -> Admitted {
     let mut texts: [StringBuilder; 3] = Default::default(); // source, symbol, origin
     let mut ints: [Int64Builder; 4] = Default::default(); // ts_ms, trades, first_trade_id, last_trade_id
     let mut floats: [Float64Builder; 7] = Default::default(); // open..volume, vwap, taker_buy_volume
@@ -328,10 +353,13 @@ fn admit_bars(values: &[Option<&[u8]>], received: &[i64]) -> Vec<ArrayRef> {
         last, origin,
     ];
     columns.extend(refusals.finish());
-    columns
+    Admitted {
+        columns,
+        origins: None,
+    }
 }
 
-fn admit_companies(values: &[Option<&[u8]>]) -> Vec<ArrayRef> {
+fn admit_companies(values: &[Option<&[u8]>]) -> Admitted {
     let mut texts: [StringBuilder; 7] = Default::default();
     let mut refusals = Refusals::default();
     for raw in values {
@@ -362,7 +390,10 @@ fn admit_companies(values: &[Option<&[u8]>]) -> Vec<ArrayRef> {
         .map(|mut b| Arc::new(b.finish()) as ArrayRef)
         .collect();
     columns.extend(refusals.finish());
-    columns
+    Admitted {
+        columns,
+        origins: None,
+    }
 }
 
 /// The output schema for input `schema`: its columns but `value`, then the admitted columns.
@@ -377,23 +408,47 @@ pub fn output_schema(kind: MessageKind, schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Admit every row of `batch`.
+/// `column`'s value of input row `rows[i]` for every output row i.
+fn repeat_rows(column: &ArrayRef, rows: &[usize]) -> Result<ArrayRef, ArrowError> {
+    let data = column.to_data();
+    let mut out = MutableArrayData::new(vec![&data], false, rows.len());
+    for &row in rows {
+        out.try_extend(0, row, row + 1)?;
+    }
+    Ok(make_array(out.freeze()))
+}
+
+/// Admit every row of `batch` (a trade batch: every trade of it).
 pub fn admit_batch(kind: MessageKind, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let values = raw_values(batch)?;
     let received = receive_times(batch)?;
     let schema = output_schema(kind, &batch.schema());
-    let mut columns: Vec<ArrayRef> = batch
+    let admitted = match kind {
+        MessageKind::Trade => admit_trades(&values, &received),
+        MessageKind::Bar => admit_bars(&values, &received),
+        MessageKind::Company => admit_companies(&values),
+    };
+    let passed = batch
         .schema()
         .fields()
         .iter()
         .zip(batch.columns())
         .filter(|(f, _)| f.name() != VALUE)
         .map(|(_, c)| c.clone())
-        .collect();
-    columns.extend(match kind {
-        MessageKind::Trade => admit_trades(&values, &received),
-        MessageKind::Bar => admit_bars(&values, &received),
-        MessageKind::Company => admit_companies(&values),
-    });
+        .collect::<Vec<ArrayRef>>();
+    let (mut columns, elements) = match admitted.origins {
+        // One row per message (every single-trade message): the input columns as they are.
+        Some((rows, elements)) if rows.len() != batch.num_rows() => (
+            passed
+                .iter()
+                .map(|c| repeat_rows(c, &rows))
+                .collect::<Result<_, _>>()?,
+            elements,
+        ),
+        Some((_, elements)) => (passed, elements),
+        None => (passed, Int32Array::from(vec![0; batch.num_rows()])),
+    };
+    columns.push(Arc::new(elements));
+    columns.extend(admitted.columns);
     RecordBatch::try_new(schema, columns)
 }
