@@ -114,7 +114,8 @@ def run(stack_settings) -> list[dict]:  # noqa: ANN001 - scripts/stack.py Settin
                 "seconds": round(seconds, 2),
                 "process_wall_s": round(wall, 2),
                 "settings": "acks=all, idempotent, lz4, linger 5 ms, batch 1 MB, 6 partitions; trades in trade batches "
-                "(ingest's defaults: up to 200 trades of a symbol or 100 ms per message)",
+                "(ingest's defaults, contracts/messages.json trade.batch: up to 200 trades of a symbol or 250 ms "
+                "per message)",
             }
         ]
     finally:

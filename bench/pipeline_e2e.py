@@ -59,10 +59,9 @@ TRIGGER_S = int(os.environ.get("BENCH_PIPELINE_TRIGGER_S", 5))  # the jobs' ship
 LATENCY_TRIGGERS_S = [int(t) for t in os.environ.get("BENCH_PIPELINE_LATENCY_TRIGGERS_S", "5,1").split(",")]
 PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,workers,latency").split(",")
 EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
-# The bars job's own default (bars_job.DEFAULT_MAX_OFFSETS, 1M): 1M rather than 400k since the trades travel as
-# lists per symbol-minute, larger batches spread each micro-batch's own cost: 79.6k against 60.5k trades/s
-# (docs/benchmarks.md).
-MAX_OFFSETS_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_OFFSETS", 1_000_000))
+# Trades per micro-batch, as the bars job's default bounds them (bars_job.DEFAULT_MAX_TRADES_PER_TRIGGER, 1M): Spark
+# counts Kafka messages, so a drain passes this divided by its trades per message.
+MAX_TRADES_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_TRADES", 1_000_000))
 # Trades per Kafka message in the drain (ingest's --trade-batch-max; its default first): the bars job's cost is per
 # message more than per trade (docs/decisions.md, "Trades travel in trade batches").
 TRADE_BATCHES = [int(n) for n in os.environ.get("BENCH_PIPELINE_TRADE_BATCHES", "200,1").split(",")]
@@ -79,11 +78,13 @@ LOGS = REPO / ".bench" / "logs"  # each job's driver output, for reading the per
 class Run:
     """Fresh topics, a fresh database and the two streaming jobs, torn down on exit."""
 
-    def __init__(self, settings: stack.Settings, label: str, workdir: Path, trigger_s: int = TRIGGER_S) -> None:
+    def __init__(self, settings: stack.Settings, label: str, workdir: Path, trigger_s: int = TRIGGER_S,
+                 trade_batch: int = TRADE_BATCHES[0]) -> None:  # fmt: skip
         from confluent_kafka.admin import AdminClient, NewTopic
 
         self.settings = settings
         self.label = label
+        self.max_offsets = max(1, MAX_TRADES_PER_TRIGGER // trade_batch)
         suffix = f"{label}.{uuid.uuid4().hex[:8]}"
         self.trades_topic, self.bars_topic = f"bench.trades.{suffix}", f"bench.bars.{suffix}"
         self.deadletter_topic = f"bench.deadletter.{suffix}"
@@ -98,7 +99,7 @@ class Run:
         self.jobs = [
             StreamingJob("bars_job", ["--trades-topic", self.trades_topic, "--bars-topic", self.bars_topic,
                                       "--trigger", f"{trigger_s} seconds",
-                                      "--max-offsets-per-trigger", str(MAX_OFFSETS_PER_TRIGGER),
+                                      "--max-offsets-per-trigger", str(self.max_offsets),
                                       "--checkpoint", str(workdir / "ckpt-bars")], self.env),
             StreamingJob("provider_bars_job", ["--bars-topic", self.bars_topic,
                                          "--checkpoint", str(workdir / "ckpt-metrics")], self.env),
@@ -309,7 +310,7 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
            trade_batch: int) -> list[dict]:  # fmt: skip
     label = "drain-2-workers" if isinstance(extra, ExtraWorker) else "drain"
     label += "" if trade_batch == TRADE_BATCHES[0] else f"-batch-{trade_batch}"
-    run = Run(settings, label, workdir)
+    run = Run(settings, label, workdir, trade_batch=trade_batch)
     try:
         warm_started = time.time()
         replay(run, ingest, warm_file)
@@ -351,7 +352,7 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
             "notes": f"{trades.num_rows:,} trades in {messages:,} messages, {SYMBOLS} symbols, {bars:,} bars in "
             f"{seconds:.1f}s "
             f"(producer done after {produced - started:.1f}s); {late} late-dropped; trigger {TRIGGER_S}s, "
-            f"max {MAX_OFFSETS_PER_TRIGGER:,} offsets/trigger; jobs warmed up first{spread}; bars job's executor "
+            f"max {run.max_offsets:,} offsets/trigger; jobs warmed up first{spread}; bars job's executor "
             f"time by stage side (task time, 2 cores): {top}",
             "trades": trades.num_rows,
             "messages": messages,

@@ -54,6 +54,7 @@ from spark_jobs.detector_profiles import DetectorProfiles
 from spark_jobs.metrics_store import BAR_FIELDS, Bar, apply_bars
 from spark_jobs.store import DEFAULT_REJECT_RETENTION, insert_rejects, purge_old_rejects, retrying_through_outages
 from spark_jobs.trade_minutes import MINUTE_MS
+from sparktrends import contract
 
 
 def parse_trades(raw: DataFrame) -> DataFrame:
@@ -162,11 +163,13 @@ def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callab
     return write
 
 
-# A micro-batch's trades wait in the aggregation's state until their minutes close, about 100 bytes each: a bound
-# keeps a backlog (a restart after a day down) from holding all of it at once. 1M single-trade messages take 7-9 s
-# on 2 cores (docs/benchmarks.md). The bound counts Kafka messages: a trade batch (contracts/messages.json
-# trade.batch, up to max_batch_trades trades) is one.
-DEFAULT_MAX_OFFSETS = 1_000_000
+# A micro-batch's trades wait in the aggregation's state until their minutes close: a bound keeps a backlog (a restart
+# after a day down) from holding all of it at once. About 1M trades fit a 1 GB executor: 3.9M in one batch ran out of
+# heap. Spark bounds a batch in Kafka messages, not trades, so the bound assumes ingest's trade batches
+# (contracts/messages.json trade.batch producer_trades, 200): 5,000 messages. A producer of one trade per message
+# should raise it (--max-offsets-per-trigger 1000000).
+DEFAULT_MAX_TRADES_PER_TRIGGER = 1_000_000
+DEFAULT_MAX_OFFSETS = DEFAULT_MAX_TRADES_PER_TRIGGER // contract.trade_batch()["producer_trades"]
 
 # What the bars query keeps in its state, written beside its checkpoint. Spark cannot resume a checkpoint whose
 # state another plan wrote: the trades as rows deduplicated by id, before issue 16 (no such file);
@@ -236,7 +239,8 @@ def main() -> None:
         "--max-offsets-per-trigger",
         type=int,
         default=DEFAULT_MAX_OFFSETS,
-        help="at most this many trades per micro-batch (a backlog drains in batches of it)",
+        help="at most this many Kafka messages per micro-batch (a backlog drains in batches of it); the default is "
+        f"{DEFAULT_MAX_TRADES_PER_TRIGGER:,} trades in ingest's trade batches",
     )
     parser.add_argument(
         "--reject-retention",

@@ -82,23 +82,28 @@ fn fail<T>(code: RejectCode, detail: impl Into<String>) -> Checked<T> {
     Err(Reject::new(code, detail))
 }
 
+/// Raw bytes to text: at most `max_bytes` of valid UTF-8 (`what` names the message in a refusal).
+fn bounded_text<'a>(raw: &'a [u8], max_bytes: i64, what: &str) -> Checked<&'a str> {
+    if raw.len() as i64 > max_bytes {
+        return fail(
+            RejectCode::OversizedMessage,
+            format!("{what}{} bytes, at most {max_bytes}", raw.len()),
+        );
+    }
+    std::str::from_utf8(raw).map_err(|e| {
+        Reject::new(
+            RejectCode::InvalidUtf8,
+            format!("{what}invalid byte at {}", e.valid_up_to()),
+        )
+    })
+}
+
 /// Raw bytes to a JSON object: the envelope rules.
 pub fn envelope(raw: &[u8]) -> Checked<Map<String, Value>> {
     if raw.is_empty() {
         return fail(RejectCode::EmptyMessage, "");
     }
-    if raw.len() as i64 > limits::MAX_MESSAGE_BYTES {
-        return fail(
-            RejectCode::OversizedMessage,
-            format!("{} bytes, at most {}", raw.len(), limits::MAX_MESSAGE_BYTES),
-        );
-    }
-    let text = std::str::from_utf8(raw).map_err(|e| {
-        Reject::new(
-            RejectCode::InvalidUtf8,
-            format!("invalid byte at {}", e.valid_up_to()),
-        )
-    })?;
+    let text = bounded_text(raw, limits::MAX_MESSAGE_BYTES, "")?;
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(other) => fail(
@@ -298,22 +303,7 @@ pub fn admit_trade_message(raw: &[u8], received: Received) -> Vec<TradeElement<'
 
 /// A trade batch's envelope: the raw JSON of each of its values.
 fn batch_elements(raw: &[u8]) -> Checked<Vec<&str>> {
-    if raw.len() as i64 > limits::MAX_BATCH_BYTES {
-        return fail(
-            RejectCode::OversizedMessage,
-            format!(
-                "a trade batch of {} bytes, at most {}",
-                raw.len(),
-                limits::MAX_BATCH_BYTES
-            ),
-        );
-    }
-    let text = std::str::from_utf8(raw).map_err(|e| {
-        Reject::new(
-            RejectCode::InvalidUtf8,
-            format!("invalid byte at {}", e.valid_up_to()),
-        )
-    })?;
+    let text = bounded_text(raw, limits::MAX_BATCH_BYTES, "a trade batch: ")?;
     let values: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
         .map_err(|e| Reject::new(RejectCode::MalformedJson, format!("a trade batch: {e}")))?;
     if values.is_empty() {

@@ -37,6 +37,24 @@ pub struct FieldSpec {
 pub struct MessageSpec {
     pub topic_prefix: String,
     pub fields: Vec<FieldSpec>,
+    /// Trades only: how a message may hold many (a trade batch) and how ingest batches by default.
+    #[serde(default)]
+    pub batch: Option<BatchSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchSpec {
+    pub doc: String,
+    pub producer_trades: usize,
+    pub producer_linger_ms: u64,
+}
+
+/// The trade message's batch spec (contracts/messages.json `trade.batch`).
+pub fn trade_batch() -> &'static BatchSpec {
+    message("trade")
+        .batch
+        .as_ref()
+        .expect("contracts/messages.json trade.batch")
 }
 
 #[derive(Debug, Deserialize)]

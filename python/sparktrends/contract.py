@@ -119,3 +119,9 @@ def messages_in(value: bytes | str) -> list[dict[str, Any]]:
     the jobs admit through the contract crate."""
     parsed = json.loads(value)
     return parsed if isinstance(parsed, list) else [parsed]
+
+
+def trade_batch() -> dict[str, Any]:
+    """contracts/messages.json `trade.batch`: what a trade batch is, and how ingest batches by default
+    (producer_trades, producer_linger_ms)."""
+    return dict(files()["messages.json"]["messages"]["trade"]["batch"])

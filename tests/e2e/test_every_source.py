@@ -731,6 +731,8 @@ def test_every_component_exports_prometheus_metrics(pipeline, scenario, dashboar
 
     ingest = scrape(scenario.synthetic_metrics)
     assert ingest['sparktrends_ingest_messages_total{kind="trade"}'] > 0
+    # A trade batch is one message holding many trades (a quiet symbol's batch of one, the trade itself).
+    assert ingest["sparktrends_ingest_trades_total"] >= ingest['sparktrends_ingest_messages_total{kind="trade"}']
     assert ingest["sparktrends_ingest_delivered_total"] > 0
     alerter = scrape(pipeline.alerter_metrics)
     assert alerter["sparktrends_alerter_sent_total"] >= 1, "the injected jump was posted"

@@ -120,10 +120,11 @@ pub struct KafkaArgs {
     pub linger_ms: u32,
     /// Trades of one symbol per trades-topic message (a trade batch, contracts/messages.json trade.batch; at
     /// most the contract's max_batch_trades). 1: a message per trade.
-    #[arg(long, global = true, default_value_t = 200)]
+    #[arg(long, global = true, default_value_t = sparktrends_contract::spec::trade_batch().producer_trades)]
     pub trade_batch_max: usize,
     /// How long a symbol's first trade may wait for its batch to fill before the batch is sent.
-    #[arg(long, global = true, default_value_t = 100, value_name = "MS")]
+    #[arg(long, global = true, value_name = "MS",
+          default_value_t = sparktrends_contract::spec::trade_batch().producer_linger_ms)]
     pub trade_batch_linger_ms: u64,
     /// Producer batch size in bytes.
     #[arg(long, global = true, default_value_t = 1_000_000)]
