@@ -7,8 +7,9 @@ on fresh topics and a fresh database, and are idle before any trade is sent. Thr
   replayed into the trades topic as fast as the producer goes, then one trade far enough ahead to close every
   bar. trades/s = trades / (first trade sent -> last bar's metrics row visible in PostgreSQL), after a small
   warm-up market has gone through. What limits it is Spark's processing, not the producer (~400k msg/s).
-  Run once per ingest --trade-batch-max in BENCH_PIPELINE_TRADE_BATCHES (default "200,1"): ingest's default, a
-  symbol's trades in trade batches of up to 200 per Kafka message, against one message per trade.
+  Run once per ingest --trade-batch-max in BENCH_PIPELINE_TRADE_BATCHES (default "200,1"): ingest's default (the
+  contract's trade.batch producer_trades), a symbol's trades in trade batches of up to 200 per Kafka message,
+  against one message per trade.
 - workers: the same drain with a second Spark worker on this machine registered with the master (as compose's
   `--scale spark-worker=2` does): the jobs' executors spread over both (their cores in use are sampled).
 - latency: a live synthetic market at wall-clock pace. A bar closes when event time passes its end plus the
@@ -49,6 +50,7 @@ import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
 from services import ProcessService  # noqa: E402
+from sparktrends import contract  # noqa: E402
 from tests.stack.streaming import StreamingJob  # noqa: E402
 
 SYMBOLS = int(os.environ.get("BENCH_PIPELINE_SYMBOLS", 500))
@@ -64,7 +66,8 @@ EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
 MAX_TRADES_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_TRADES", 1_000_000))
 # Trades per Kafka message in the drain (ingest's --trade-batch-max; its default first): the bars job's cost is per
 # message more than per trade (docs/decisions.md, "Trades travel in trade batches").
-TRADE_BATCHES = [int(n) for n in os.environ.get("BENCH_PIPELINE_TRADE_BATCHES", "200,1").split(",")]
+_DEFAULT_BATCHES = f"{contract.trade_batch()['producer_trades']},1"
+TRADE_BATCHES = [int(n) for n in os.environ.get("BENCH_PIPELINE_TRADE_BATCHES", _DEFAULT_BATCHES).split(",")]
 LATENCY_SYMBOLS = int(os.environ.get("BENCH_PIPELINE_LATENCY_SYMBOLS", 100))
 LATENCY_RUN_S = int(os.environ.get("BENCH_PIPELINE_LATENCY_S", 300))
 WATERMARK_S = 60  # the bars job's default watermark ("1 minute")

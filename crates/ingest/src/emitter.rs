@@ -94,10 +94,6 @@ impl Emitter {
         self
     }
 
-    pub fn trade_batching(&self) -> TradeBatching {
-        self.batching
-    }
-
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
@@ -142,21 +138,8 @@ impl Emitter {
         self.send_trade(trade, Some(header))
     }
 
-    /// A trade onto the trades topic: alone, or into its symbol's open batch.
+    /// A trade into its symbol's open batch; a full batch goes out (with batching off, every trade fills one).
     fn send_trade(&self, trade: &Trade, header: Option<(&'static str, &'static str)>) -> bool {
-        if !self.batching.is_on() {
-            let sent = self.send_marked(
-                &self.topics.trades,
-                &trade.symbol,
-                trade,
-                &self.stats.trades,
-                header,
-            );
-            if sent {
-                Stats::bump(&self.stats.trade_messages);
-            }
-            return sent;
-        }
         let json = match serde_json::to_vec(trade) {
             Ok(json) => json,
             Err(err) => {
@@ -183,7 +166,7 @@ impl Emitter {
         batch.trades += 1;
         if batch.trades as usize >= self.batching.max_trades {
             let batch = open.remove(&key).expect("present");
-            self.send_batch(&key, batch);
+            return self.send_batch(&key, batch);
         }
         true
     }
@@ -200,9 +183,6 @@ impl Emitter {
     }
 
     fn send_batches(&self, due: impl Fn(&OpenBatch) -> bool) {
-        if !self.batching.is_on() {
-            return;
-        }
         let mut open = self.open_batches.lock().expect("open batches lock");
         let keys: Vec<BatchKey> = open
             .iter()
@@ -217,32 +197,20 @@ impl Emitter {
 
     /// One batch as one message (its only trade as the trade itself). Called with the open batches locked, so a
     /// symbol's messages reach the sink in the order their trades came.
-    fn send_batch(&self, (symbol, header): &BatchKey, mut batch: OpenBatch) {
+    fn send_batch(&self, (symbol, header): &BatchKey, mut batch: OpenBatch) -> bool {
         let payload = if batch.trades == 1 {
             batch.json.split_off(1)
         } else {
             batch.json.push(b']');
             batch.json
         };
-        let topic = &self.topics.trades;
-        let sent = match header {
-            Some(header) => self.sink.send_with_header(topic, symbol, &payload, *header),
-            None => self.sink.send(topic, symbol, &payload),
-        };
-        match sent {
-            Ok(()) => {
-                let relaxed = std::sync::atomic::Ordering::Relaxed;
-                self.stats.trades.fetch_add(batch.trades, relaxed);
-                Stats::bump(&self.stats.trade_messages);
-                self.stats
-                    .payload_bytes
-                    .fetch_add(payload.len() as u64, relaxed);
-            }
-            Err(err) => warn!(
-                "producer refused a batch of {} trades of {symbol}: {err:#}",
-                batch.trades
-            ),
+        let sent = self.send_payload(&self.topics.trades, symbol, &payload, *header);
+        if sent {
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            self.stats.trades.fetch_add(batch.trades, relaxed);
+            Stats::bump(&self.stats.trade_messages);
         }
+        sent
     }
 
     /// Sends lingering batches every quarter linger until `shutdown`, then everything still open.
@@ -363,13 +331,27 @@ impl Emitter {
                 return false;
             }
         };
+        let sent = self.send_payload(topic, key, &payload, header);
+        if sent {
+            Stats::bump(counter);
+        }
+        sent
+    }
+
+    /// One record to the sink, its bytes counted; a refusal is logged.
+    fn send_payload(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        header: Option<(&str, &str)>,
+    ) -> bool {
         let sent = match header {
-            Some(header) => self.sink.send_with_header(topic, key, &payload, header),
-            None => self.sink.send(topic, key, &payload),
+            Some(header) => self.sink.send_with_header(topic, key, payload, header),
+            None => self.sink.send(topic, key, payload),
         };
         match sent {
             Ok(()) => {
-                Stats::bump(counter);
                 self.stats
                     .payload_bytes
                     .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
