@@ -50,6 +50,7 @@ import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
 from services import ProcessService  # noqa: E402
+from spark_jobs.bars_job import DEFAULT_MAX_TRADES_PER_TRIGGER  # noqa: E402
 from sparktrends import contract  # noqa: E402
 from tests.stack.streaming import StreamingJob  # noqa: E402
 
@@ -61,9 +62,9 @@ TRIGGER_S = int(os.environ.get("BENCH_PIPELINE_TRIGGER_S", 5))  # the jobs' ship
 LATENCY_TRIGGERS_S = [int(t) for t in os.environ.get("BENCH_PIPELINE_LATENCY_TRIGGERS_S", "5,1").split(",")]
 PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,workers,latency").split(",")
 EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
-# Trades per micro-batch, as the bars job's default bounds them (bars_job.DEFAULT_MAX_TRADES_PER_TRIGGER, 1M): Spark
-# counts Kafka messages, so a drain passes this divided by its trades per message.
-MAX_TRADES_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_TRADES", 1_000_000))
+# Trades per micro-batch, as the bars job's default bounds them: Spark counts Kafka messages, so a drain passes this
+# divided by its trades per message.
+MAX_TRADES_PER_TRIGGER = int(os.environ.get("BENCH_PIPELINE_MAX_TRADES", DEFAULT_MAX_TRADES_PER_TRIGGER))
 # Trades per Kafka message in the drain (ingest's --trade-batch-max; its default first): the bars job's cost is per
 # message more than per trade (docs/decisions.md, "Trades travel in trade batches").
 _DEFAULT_BATCHES = f"{contract.trade_batch()['producer_trades']},1"

@@ -76,14 +76,14 @@ def with_event_time(minutes: DataFrame, watermark: str) -> DataFrame:
 
 def build_bars(minutes: DataFrame) -> DataFrame:
     """Minute rows (contracts.admit_trade_minutes, valid ones, with a watermarked `event_time`) -> closed
-    1-minute bars: each minute's trades, from every micro-batch that held some, gathered in the aggregation's
+    1-minute bars: each minute's trade packs, from every micro-batch that held some, gathered in the aggregation's
     state until the watermark passes the minute's end, then turned into its bar (spark_jobs/trade_minutes.py:
     duplicates by trade id counted once, the print rules of contracts/trade_conditions.json). A minute row
     behind the watermark is dropped whole: a trade is late when its minute's bar has been emitted."""
     gathered = minutes.groupBy(F.window("event_time", "1 minute").alias("w"), "symbol").agg(
-        F.flatten(F.collect_list("trades")).alias("trades")
+        F.collect_list(F.struct(*trade_minutes.PACK_FIELDS)).alias("packs")
     )
-    return gathered.select("symbol", F.unix_millis(F.col("w.start")).alias("ts_ms"), "trades").mapInArrow(
+    return gathered.select("symbol", F.unix_millis(F.col("w.start")).alias("ts_ms"), "packs").mapInArrow(
         trade_minutes.bars_of_minutes, from_arrow_schema(trade_minutes.BAR)
     )
 
@@ -164,17 +164,23 @@ def publish(bars_topic: str, profiles: DetectorProfiles | None = None) -> Callab
 
 
 # A micro-batch's trades wait in the aggregation's state until their minutes close: a bound keeps a backlog (a restart
-# after a day down) from holding all of it at once. About 1M trades fit a 1 GB executor: 3.9M in one batch ran out of
-# heap. Spark bounds a batch in Kafka messages, not trades, so the bound assumes ingest's trade batches
-# (contracts/messages.json trade.batch producer_trades, 200): 5,000 messages. A producer of one trade per message
-# should raise it (--max-offsets-per-trigger 1000000).
-DEFAULT_MAX_TRADES_PER_TRIGGER = 1_000_000
+# after a day down) from holding all of it at once. Packed (trade_minutes.PACKED_TRADE, about 55 bytes a trade), 4M
+# trades fit the 1 GB executor; each micro-batch also costs 2-3 s whatever it holds, so a backlog drains fastest in
+# few large batches (1M: 104k trades/s, 2M: 123k, 4M: 140k; docs/benchmarks.md). Spark bounds a batch in Kafka
+# messages, not trades, so the bound assumes ingest's trade batches (contracts/messages.json trade.batch
+# producer_trades, 200): 20,000 messages. A producer of one trade per message should raise it
+# (--max-offsets-per-trigger 4000000).
+DEFAULT_MAX_TRADES_PER_TRIGGER = 4_000_000
+# Kafka messages per Arrow batch handed to the Python step: at most ARROW_MESSAGES * max_batch_trades trades, so
+# the hand-over stays bounded however full the trade batches are (Spark's default, 10,000 rows, allowed 10M).
+ARROW_MESSAGES = 1_000
 DEFAULT_MAX_OFFSETS = DEFAULT_MAX_TRADES_PER_TRIGGER // contract.trade_batch()["producer_trades"]
 
 # What the bars query keeps in its state, written beside its checkpoint. Spark cannot resume a checkpoint whose
 # state another plan wrote: the trades as rows deduplicated by id, before issue 16 (no such file);
-# "trades-as-minute-lists", whose trades had no `element` (their position in a trade batch).
-STATE_PLAN = "trades-as-minute-lists-with-elements"
+# "trades-as-minute-lists", whose trades had no `element` (their position in a trade batch);
+# "trades-as-minute-lists-with-elements", the trades as lists of structs instead of packs.
+STATE_PLAN = "trades-as-minute-packs"
 PLAN_FILE = "sparktrends-state-plan"
 
 
@@ -257,6 +263,7 @@ def main() -> None:
     # See bar_and_reject_records: both branches must read the whole `trade` struct.
     spark.conf.set("spark.sql.optimizer.nestedSchemaPruning.enabled", "false")
     spark.conf.set("spark.sql.optimizer.expression.nestedPruning.enabled", "false")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_MESSAGES))
     checkpoint = checkpoint_dir(args.checkpoint, "bars")
     resume = supersede_old_checkpoint(checkpoint)
     raw = read_kafka_stream(

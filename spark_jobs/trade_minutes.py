@@ -1,21 +1,24 @@
 """The bars job's trades, a symbol-minute at a time: what crosses the shuffle and waits in state is one row per
-(source, symbol, minute) of a Kafka batch, holding that minute's trades as a list, instead of one row per trade.
+(source, symbol, minute) of a Kafka batch, holding that minute's trades as a pack (two binary values: fixed-width
+records and their ids), instead of one row per trade or a list of structs.
 
-Why: Spark's cost on this 2-core machine is per row, not per byte (docs/benchmarks.md, issue 16). The same
-3.9M-trade backlog, in one batch on the standalone cluster: one row per trade through the shuffle, the
-deduplication and the aggregation took 34-52 s; the trades as lists per symbol-minute, 17-20 s.
+Why: Spark's cost on this 2-core machine is per row and per field, not per byte (docs/benchmarks.md, issue 16).
+The same 3.9M-trade backlog, in one batch on the standalone cluster: one row per trade through the shuffle, the
+deduplication and the aggregation took 34-52 s; the trades as lists per symbol-minute, 17-20 s. A list of structs
+still costs the JVM a conversion, a shuffle copy and a state-store copy of every field of every trade; a pack is two
+byte arrays to it, which only this module reads.
 
 Both steps are plain functions over Arrow batches (no pyspark here), run in `mapInArrow`:
   * `admit_minutes`: admission through the contract crate (the same rules ingest applies), then the admitted
-    trades of a batch grouped per (source, symbol, minute); a refused message stays a row of its own, with its
-    Kafka coordinates, code, reason and raw text.
-  * `bars_of_minutes`: a closed minute's trades, gathered from every batch that held some, -> its bar, by the
+    trades of a batch grouped per (source, symbol, minute) and packed; a refused message stays a row of its own,
+    with its Kafka coordinates, code, reason and raw text.
+  * `bars_of_minutes`: a closed minute's packs, gathered from every batch that held some, -> its bar, by the
     print rules of contracts/trade_conditions.json. Duplicates (same source and trade id; a trade without an id
-    is identified by its Kafka coordinates, so never taken for a duplicate) count once: a re-sent trade has the
-    event time of the original, so both are in the same minute's list. Open and close go by (price rank, event
-    time, integer trade id, Kafka partition, offset, element): an exchange's ids order its same-millisecond
-    trades even when some reached the topic later (a repaired gap); one symbol lives in one partition, so the
-    offset, then the position in a trade batch (contracts/messages.json `trade.batch`), orders the rest.
+    has no identity, so it is never taken for a duplicate) count once: a re-sent trade has the event time of the
+    original, so both are in the same minute. Open and close go by (price rank, event time, integer trade id,
+    Kafka partition, offset, element): an exchange's ids order its same-millisecond trades even when some reached
+    the topic later (a repaired gap); one symbol lives in one partition, so the offset, then the position in a
+    trade batch (contracts/messages.json `trade.batch`), orders the rest.
 """
 
 from __future__ import annotations
@@ -36,27 +39,27 @@ ORIGIN = "trades"  # contract bar_origins: these bars are built from trades
 assert TRADE_KIND in contract.names("trade_kinds") and BUY in contract.names("sides")
 assert ORIGIN in contract.names("bar_origins")
 
-# One trade inside a minute's list: what the bar rules and the deduplication read.
-TRADE = pa.struct(
+# One trade inside a minute's pack: what the bar rules and the deduplication read, as a fixed-width record (numpy,
+# unaligned, little-endian). The trade's id, whose length the record holds (NO_ID_LENGTH: none), is in the pack's
+# `ids`, the ids of its trades concatenated in the same order. The source, symbol and minute are the row's.
+PACKED_TRADE = np.dtype(
     [
-        ("source", pa.string()),
-        ("dedup_id", pa.string()),
-        ("trade_id", pa.string()),
-        ("ts_ms", pa.int64()),
-        ("price", pa.float64()),
-        ("size", pa.float64()),
-        ("kind", pa.string()),
-        ("side", pa.string()),
-        ("updates_price", pa.bool_()),
-        ("updates_volume", pa.bool_()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("element", pa.int32()),
+        ("ts_ms", "<i8"),
+        ("price", "<f8"),
+        ("size", "<f8"),
+        ("offset", "<i8"),
+        ("partition", "<i4"),
+        ("element", "<i4"),
+        ("id_length", "<i4"),
+        ("flags", "u1"),
     ]
 )
-TRADES = pa.list_(TRADE)
-# Rows of `admit_minutes`: a minute (`trades` set; `ts_ms` its latest event time, which the watermark follows)
-# or a refusal (`reject_code` set; the rest as rejected_messages stores it).
+NO_ID_LENGTH = -1
+# `flags` bits: the print rules' verdicts (contracts/trade_conditions.json), the kind and the side.
+UPDATES_PRICE, UPDATES_VOLUME, EXECUTION, SIDED, BOUGHT = (1 << bit for bit in range(5))
+# Rows of `admit_minutes`: a minute (`trades` set: the PACKED_TRADE records of its trades, `ids` their ids; `ts_ms`
+# its latest event time, which the watermark follows) or a refusal (`reject_code` set; the rest as
+# rejected_messages stores it).
 MINUTE_ROW = pa.schema(
     [
         ("topic", pa.string()),
@@ -66,12 +69,16 @@ MINUTE_ROW = pa.schema(
         ("source", pa.string()),
         ("symbol", pa.string()),
         ("ts_ms", pa.int64()),
-        ("trades", TRADES),
+        ("trades", pa.binary()),
+        ("ids", pa.binary()),
         ("reject_code", pa.string()),
         ("reject_reason", pa.string()),
         ("raw", pa.string()),
     ]
 )
+# A minute's packs, one per (source, batch) that held some of its trades: what the aggregation's state gathers.
+PACK_FIELDS = ["source", "trades", "ids"]
+PACKS = pa.list_(pa.struct([MINUTE_ROW.field(name) for name in PACK_FIELDS]))
 # The bar message's fields as the contract types them (contracts/messages.json).
 _ARROW_TYPES = {"text": pa.string(), "symbol": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
 BAR = pa.schema([(f.name, _ARROW_TYPES[f.type]) for f in contract.messages()["bar"].fields])
@@ -101,7 +108,7 @@ def _rejects(refused: pa.RecordBatch) -> pa.RecordBatch:
     n = refused.num_rows
     columns = {
         **{name: refused.column(name).cast(MINUTE_ROW.field(name).type) for name in COORDINATES},
-        **_nulls(n, ["source", "symbol", "ts_ms", "trades"]),
+        **_nulls(n, ["source", "symbol", "ts_ms", "trades", "ids"]),
         **{name: refused.column(name) for name in ["reject_code", "reject_reason", "raw"]},
     }
     return pa.RecordBatch.from_pydict(columns, schema=MINUTE_ROW)
@@ -113,34 +120,75 @@ def _codes(column: pa.Array) -> np.ndarray:
 
 def _minutes(valid: pa.RecordBatch) -> pa.RecordBatch:
     ts = valid.column("ts_ms").to_numpy(zero_copy_only=False)
-    minute = ts - ts % MINUTE_MS
+    minute = ts // MINUTE_MS - ts.min() // MINUTE_MS  # minutes since the batch's first
     source, symbol = _codes(valid.column("source")), _codes(valid.column("symbol"))
-    order = np.lexsort((ts, minute, symbol, source))
-    minute, symbol, source = minute[order], symbol[order], source[order]
-    starts = np.flatnonzero(
-        np.r_[True, (minute[1:] != minute[:-1]) | (symbol[1:] != symbol[:-1]) | (source[1:] != source[:-1])]
-    )
-    taken = valid.take(pa.array(order))
-    partition = taken.column("partition").cast(pa.int32())
-    offset = taken.column("offset").cast(pa.int64())
-    element = taken.column("element")
-    # A trade without an id has no identity: its Kafka coordinates stand in, so it is never a duplicate.
-    coordinates = pc.binary_join_element_wise("@", *(c.cast(pa.string()) for c in (partition, offset, element)), ":")
-    dedup_id = pc.coalesce(taken.column("trade_id"), coordinates)
-    fields = {f.name: taken.column(f.name) for f in TRADE if f.name not in ("dedup_id", "partition", "offset")}
-    fields |= {"dedup_id": dedup_id, "partition": partition, "offset": offset}
-    trades = pa.StructArray.from_arrays([fields[f.name] for f in TRADE], fields=list(TRADE))
-    offsets = pa.array(np.r_[starts, len(order)].astype(np.int32))
-    first = pa.array(starts)
-    sorted_ts = ts[order]
+    # One integer per (source, symbol, minute); a stable sort keeps each group's trades in their order on the topic.
+    group = (source.astype(np.int64) * (int(symbol.max()) + 1) + symbol) * (int(minute.max()) + 1) + minute
+    order = np.argsort(group, kind="stable")
+    group = group[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    bounds = np.r_[starts, len(order)]
+    first = pa.array(order[starts])
+    ids = pc.fill_null(valid.column("trade_id").take(pa.array(order)), "")
     columns = {
         **_nulls(len(starts), [*COORDINATES, "reject_code", "reject_reason", "raw"]),
-        "source": taken.column("source").take(first),
-        "symbol": taken.column("symbol").take(first),
-        "ts_ms": pa.array(np.maximum.reduceat(sorted_ts, starts)),
-        "trades": pa.ListArray.from_arrays(offsets, trades, type=TRADES),
+        "source": valid.column("source").take(first),
+        "symbol": valid.column("symbol").take(first),
+        "ts_ms": pa.array(np.maximum.reduceat(ts[order], starts)),
+        "trades": _binary(bounds * PACKED_TRADE.itemsize, _packed(valid)[order].tobytes()),
+        "ids": pc.binary_join(pa.ListArray.from_arrays(pa.array(bounds.astype(np.int32)), ids), "").cast(pa.binary()),
     }
     return pa.RecordBatch.from_pydict(columns, schema=MINUTE_ROW)
+
+
+def _packed(trades: pa.RecordBatch) -> np.ndarray:
+    """Admitted trades -> their PACKED_TRADE records."""
+
+    def flag(condition: pa.Array, bit: int) -> np.ndarray:
+        return np.where(pc.fill_null(condition, False).to_numpy(zero_copy_only=False), bit, 0)
+
+    records = np.empty(trades.num_rows, PACKED_TRADE)
+    for name in ["ts_ms", "price", "size", "offset", "partition", "element"]:
+        records[name] = trades.column(name).to_numpy(zero_copy_only=False)
+    records["id_length"] = pc.fill_null(pc.binary_length(trades.column("trade_id")), NO_ID_LENGTH).to_numpy()
+    kind, side = trades.column("kind"), trades.column("side")
+    records["flags"] = (
+        flag(trades.column("updates_price"), UPDATES_PRICE)
+        | flag(trades.column("updates_volume"), UPDATES_VOLUME)
+        | flag(pc.or_kleene(pc.is_null(kind), pc.equal(kind, TRADE_KIND)), EXECUTION)
+        | flag(pc.is_valid(side), SIDED)
+        | flag(pc.equal(side, BUY), BOUGHT)
+    )
+    return records
+
+
+def _binary(bounds: np.ndarray, data: bytes) -> pa.Array:
+    """A binary array whose values are the slices of `data` between consecutive `bounds` (byte positions)."""
+    return pa.Array.from_buffers(
+        pa.binary(), len(bounds) - 1, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(data)]
+    )
+
+
+def _value_bytes(values: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
+    """A binary array's value boundaries (byte positions in the returned buffer) and its data buffer."""
+    wide = pa.types.is_large_binary(values.type)
+    offsets = np.frombuffer(values.buffers()[1], np.int64 if wide else np.int32)
+    return offsets[values.offset : values.offset + len(values) + 1].astype(np.int64), values.buffers()[2]
+
+
+def unpacked(packs: pa.StructArray) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Packs (PACKS' values) -> their trades' PACKED_TRADE records, the pack each trade came in, and their ids
+    (null: no id), in pack order."""
+    bounds, data = _value_bytes(packs.field("trades"))
+    counts = np.diff(bounds) // PACKED_TRADE.itemsize
+    records = np.frombuffer(data, PACKED_TRADE, count=int(counts.sum()), offset=int(bounds[0]))
+    pack_of = np.repeat(np.arange(len(packs)), counts)
+    id_bounds, id_data = _value_bytes(packs.field("ids"))
+    lengths = records["id_length"]
+    id_offsets = id_bounds[0] + np.r_[0, np.cumsum(np.maximum(lengths, 0))]
+    ids = pa.Array.from_buffers(pa.large_string(), len(records), [None, pa.py_buffer(id_offsets), id_data])
+    present = pa.array(lengths != NO_ID_LENGTH)
+    return records, pack_of, pc.if_else(present, ids, pa.scalar(None, pa.large_string())).cast(pa.string())
 
 
 NO_ID = np.iinfo(np.int64).min
@@ -167,47 +215,43 @@ def _edges(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bars_of_minutes(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """`mapInArrow` function: rows of (symbol, ts_ms: the minute's start, trades: every batch's list of that
-    minute, concatenated) -> BAR rows; a minute of prints that set no price has no bar."""
+    """`mapInArrow` function: rows of (symbol, ts_ms: the minute's start, packs: PACKS, every batch's pack of that
+    minute) -> BAR rows; a minute of prints that set no price has no bar."""
     for batch in batches:
         if batch.num_rows:
             yield bars_of(batch)
 
 
 def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
-    lists = batch.column("trades")
-    flat = pc.list_flatten(lists)
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-    minute = np.repeat(np.arange(len(lengths)), lengths)
-    col = {name: flat.field(name) for name in TRADE.names}
+    packs = batch.column("packs")
+    flat = pc.list_flatten(packs)
+    records, pack_of, ids = unpacked(flat)
+    pack_minute = np.repeat(np.arange(len(packs)), pc.fill_null(pc.list_value_length(packs), 0).to_numpy())
+    minute = pack_minute[pack_of]
+    source_code = _codes(flat.field("source"))[pack_of]
 
-    # Duplicates: one per (minute, source, dedup_id), the first on the topic.
-    source_code = _codes(col["source"])
-    dedup_code = _codes(col["dedup_id"])
-    partition = col["partition"].to_numpy(zero_copy_only=False)
-    offset = col["offset"].to_numpy(zero_copy_only=False)
-    element = col["element"].to_numpy(zero_copy_only=False)
-    order = np.lexsort((element, offset, partition, dedup_code, source_code, minute))
-    key = [k[order] for k in (minute, source_code, dedup_code)]
+    # Duplicates: one per (minute, source, trade id), the first on the topic. A trade without an id has no
+    # identity, so it is never a duplicate: its code is its own.
+    id_code = _codes(pc.fill_null(ids, ""))
+    absent = records["id_length"] == NO_ID_LENGTH
+    id_code = np.where(absent, id_code.max(initial=-1) + np.cumsum(absent), id_code)
+    partition, offset, element = records["partition"], records["offset"], records["element"]
+    order = np.lexsort((element, offset, partition, id_code, source_code, minute))
+    key = [k[order] for k in (minute, source_code, id_code)]
     same = np.logical_and.reduce([k[1:] == k[:-1] for k in key]) if len(order) else np.zeros(0, dtype=bool)
     keep = np.sort(order[np.r_[True, ~same]]) if len(order) else order
-    kept = pa.array(keep)
 
-    def values(name: str, fill: object | None = None) -> np.ndarray:
-        array = col[name].take(kept)
-        return (pc.fill_null(array, fill) if fill is not None else array).to_numpy(zero_copy_only=False)
-
-    minute, partition, offset, element = minute[keep], partition[keep], offset[keep], element[keep]
-    ts, price, size = values("ts_ms"), values("price"), values("size")
-    updates_price, counted = values("updates_price", False), values("updates_volume", False)
-    is_trade = values("kind", TRADE_KIND) == TRADE_KIND
-    side = values("side", "")
-    numeric_id = integer_ids(col["trade_id"].take(kept))
-    sources = col["source"].take(kept)
+    kept = records[keep]
+    minute, partition, offset, element = minute[keep], kept["partition"], kept["offset"], kept["element"]
+    ts, price, size, flags = kept["ts_ms"], kept["price"], kept["size"], kept["flags"]
+    updates_price, counted = (flags & UPDATES_PRICE) != 0, (flags & UPDATES_VOLUME) != 0
+    is_trade, sided, bought = (flags & EXECUTION) != 0, (flags & SIDED) != 0, (flags & BOUGHT) != 0
+    numeric_id = integer_ids(ids.take(pa.array(keep)))
+    sources = flat.field("source").take(pa.array(pack_of[keep]))
 
     # Price rank: 0 may set the price, 1 only counts in volume, 2 sets nothing (an official open or close print).
     rank = np.where(updates_price, 0, np.where(counted, 1, 2))
-    n = len(lengths)
+    n = len(packs)
     # The best rank present in each minute: its prints alone set open, high, low and close.
     best = np.full(n, 2)
     np.minimum.at(best, minute, rank)
@@ -227,8 +271,8 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     volume = np.bincount(minute, weights=np.where(counted, size, 0.0), minlength=n)
     notional = np.bincount(minute, weights=np.where(counted, price * size, 0.0), minlength=n)
     executions = np.bincount(minute, weights=counted & is_trade, minlength=n).astype(np.int64)
-    sided = np.bincount(minute, weights=counted & (side != ""), minlength=n)
-    taker_buy = np.bincount(minute, weights=np.where(counted & (side == BUY), size, 0.0), minlength=n)
+    sided_trades = np.bincount(minute, weights=counted & sided, minlength=n)
+    taker_buy = np.bincount(minute, weights=np.where(counted & bought, size, 0.0), minlength=n)
     has_id = numeric_id != NO_ID
     first_id, last_id = np.full(n, np.iinfo(np.int64).max), np.full(n, NO_ID)
     np.minimum.at(first_id, minute[has_id], numeric_id[has_id])
@@ -260,7 +304,7 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
         "trades": masked(executions, executions > 0, pa.int64()),
         # A bar of zero-size ticks has no volume-weighted price: null, never a division by zero.
         "vwap": masked(np.divide(notional, volume, out=np.zeros(n), where=positive), positive, pa.float64()),
-        "taker_buy_volume": masked(taker_buy, sided > 0, pa.float64()),
+        "taker_buy_volume": masked(taker_buy, sided_trades > 0, pa.float64()),
         "first_trade_id": masked(first_id, any_id, pa.int64()),
         "last_trade_id": masked(last_id, any_id, pa.int64()),
         "origin": pa.array([ORIGIN] * len(rows), pa.string()),

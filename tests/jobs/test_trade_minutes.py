@@ -69,18 +69,34 @@ def kafka_batches(rng: random.Random, messages: list[dict] | list[dict | list[di
 
 
 def gathered(minute_rows: list[pa.RecordBatch]) -> pa.RecordBatch:
-    """Every batch's list of a (symbol, minute), concatenated: what flatten(collect_list(trades)) holds."""
-    lists: dict[tuple[str, int], list[dict]] = {}
+    """Every batch's pack of a (symbol, minute): what collect_list(struct(PACK_FIELDS)) holds."""
+    packs: dict[tuple[str, int], list[dict]] = {}
     for batch in minute_rows:
         for row in batch.to_pylist():
             if row["trades"] is not None:
                 key = (row["symbol"], row["ts_ms"] - row["ts_ms"] % MINUTE)
-                lists.setdefault(key, []).extend(row["trades"])
-    keys = sorted(lists)
+                packs.setdefault(key, []).append({name: row[name] for name in trade_minutes.PACK_FIELDS})
+    keys = sorted(packs)
     return pa.RecordBatch.from_pydict(
-        {"symbol": [k[0] for k in keys], "ts_ms": [k[1] for k in keys], "trades": [lists[k] for k in keys]},
-        schema=pa.schema([("symbol", pa.string()), ("ts_ms", pa.int64()), ("trades", trade_minutes.TRADES)]),
+        {"symbol": [k[0] for k in keys], "ts_ms": [k[1] for k in keys], "packs": [packs[k] for k in keys]},
+        schema=pa.schema([("symbol", pa.string()), ("ts_ms", pa.int64()), ("packs", trade_minutes.PACKS)]),
     )
+
+
+def packed_trades(minute_rows: list[pa.RecordBatch]) -> list[dict]:
+    """The trades packed in the minute rows, unpacked: their PACKED_TRADE fields, source and id."""
+    trades = []
+    for batch in minute_rows:
+        minutes = batch.filter(pa.compute.is_valid(batch.column("trades")))
+        packs = pa.StructArray.from_arrays(
+            [minutes.column(name) for name in trade_minutes.PACK_FIELDS], names=trade_minutes.PACK_FIELDS
+        )
+        records, pack_of, ids = trade_minutes.unpacked(packs)
+        sources = minutes.column("source").to_pylist()
+        for record, pack, trade_id in zip(records, pack_of, ids.to_pylist(), strict=True):
+            fields = dict(zip(trade_minutes.PACKED_TRADE.names, record.tolist(), strict=True))
+            trades.append({**fields, "source": sources[pack], "trade_id": trade_id})
+    return trades
 
 
 @pytest.mark.parametrize("trade_batches", [False, True], ids=["one-trade-per-message", "trade-batches"])
@@ -105,15 +121,19 @@ def test_bars_from_minute_rows_equal_the_reference_whatever_the_batches(seed: in
 def test_refusals_keep_their_coordinates_and_are_not_minutes() -> None:
     good = {"source": "replay", "symbol": "AAA", "ts_ms": T0, "price": 10.0, "size": 1.0, "trade_id": "1"}
     bad = [{**good, "price": -1.0}, {**good, "ts_ms": RECEIVED + 10 * MINUTE}]
-    rows = pa.Table.from_batches(
-        list(trade_minutes.admit_minutes(kafka_batches(random.Random(0), [good, *bad, good, good, good, good])))
-    ).to_pylist()
+    minute_rows = list(
+        trade_minutes.admit_minutes(kafka_batches(random.Random(0), [good, *bad, good, good, good, good]))
+    )
+    rows = pa.Table.from_batches(minute_rows).to_pylist()
     refused = [r for r in rows if r["reject_code"] is not None]
     assert sorted((r["offset"], r["reject_code"]) for r in refused) == [(1, "price_not_positive"), (2, "ts_in_future")]
     assert all(r["trades"] is None and r["topic"] == "unit" and "AAA" in r["raw"] for r in refused)
     minutes = [r for r in rows if r["trades"] is not None]
     assert all(r["reject_code"] is None and r["symbol"] == "AAA" for r in minutes)
-    assert sum(len(r["trades"]) for r in minutes) == 5  # the duplicates are still there: dropped per minute
+    trades = packed_trades(minute_rows)  # the duplicates are still there: dropped per minute
+    assert [(t["offset"], t["trade_id"], t["price"], t["source"]) for t in trades] == [
+        (offset, "1", 10.0, "replay") for offset in (0, 3, 4, 5, 6)
+    ]
 
 
 def test_a_refused_trade_of_a_batch_keeps_its_element_and_its_neighbours_count() -> None:
@@ -125,9 +145,9 @@ def test_a_refused_trade_of_a_batch_keeps_its_element_and_its_neighbours_count()
     rows = pa.Table.from_batches(minute_rows).to_pylist()
     refused = sorted((r["offset"], r["element"], r["reject_code"]) for r in rows if r["reject_code"] is not None)
     assert refused == [(1, 1, "price_not_positive"), (1, 3, "malformed_json")]
-    trades = sorted((t["offset"], t["element"]) for r in rows if r["trades"] is not None for t in r["trades"])
+    trades = sorted((t["offset"], t["element"]) for t in packed_trades(minute_rows))
     assert trades == [(0, 0), (1, 0), (1, 2), (2, 0), (3, 0), (4, 0), (5, 0)]
-    # Trades without an id are told apart by their coordinates, element included: none is a duplicate.
+    # Trades without an id have no identity: none is a duplicate of another.
     bars = pa.Table.from_batches(list(trade_minutes.bars_of_minutes([gathered(minute_rows)]))).to_pylist()
     assert [b["volume"] for b in bars] == [7.0]
 

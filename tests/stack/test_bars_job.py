@@ -353,9 +353,11 @@ def test_a_batch_held_by_a_hung_database_write_is_reported_as_stalled(
 
 
 @pytest.mark.timeout(600)
-# The plans before this one: none marked (trades deduplicated row by row, before issue 16), then minute lists whose
-# trades had no element (before trade batches).
-@pytest.mark.parametrize("old_plan", [None, "trades-as-minute-lists"], ids=["unmarked", "minute-lists"])
+# The plans before this one: none marked (trades deduplicated row by row, before issue 16); marked ones, the last
+# being minute lists of trade structs (before trade packs). Any marker but STATE_PLAN takes the same path.
+@pytest.mark.parametrize(
+    "old_plan", [None, "trades-as-minute-lists-with-elements"], ids=["unmarked", "minute-lists-of-structs"]
+)
 def test_a_checkpoint_of_the_previous_state_plan_is_superseded_and_its_open_minutes_rebuilt(
     stack_settings, stack_env, kafka_topic, pg, tmp_path, old_plan
 ):
