@@ -11,7 +11,8 @@ to the checkpoint only after the batch's database work, and every write is idemp
 is repaired by replaying the batch.
 
 Bars the bars job has already written to PostgreSQL itself carry the header `contracts.APPLIED_HEADER` and are
-skipped: this job applies everything else on the topic (REST providers, bar replays, other producers).
+skipped before admission (counted as applied_by_bars_job): this job applies everything else on the topic (REST
+providers, bar replays, other producers).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import argparse
 import time
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from spark_jobs import contracts, detector_profiles
@@ -31,15 +32,28 @@ from spark_jobs.metrics_store import BAR_FIELDS, DEFAULT_WARMUP_BARS, Bar, apply
 from spark_jobs.store import insert_rejects, retrying_through_outages
 
 QUERY = "provider_bars"
+APPLIED_METRICS = "provider_bars_applied"  # a second observation of the query: the rows before the filter
 
 
 def parse_bars(raw: DataFrame) -> DataFrame:
-    """Kafka rows -> `applied` (the bars job's header) and the admitted bar columns, `reject_code` null when
-    the bar is valid (the contract crate's rules)."""
-    marked = raw.withColumn(
-        "applied", F.exists(F.coalesce("headers", F.array()), lambda h: h["key"] == contracts.APPLIED_HEADER)
-    )
-    return contracts.admit(marked, "bar", "applied")
+    """Kafka rows -> the admitted bar columns, `reject_code` null when the bar is valid (the contract crate's
+    rules)."""
+    return contracts.admit(raw, "bar")
+
+
+def applied_by_bars_job() -> Column:
+    """Whether a Kafka row of the bars topic carries the bars job's header: that bar is in PostgreSQL already."""
+    return F.exists(F.coalesce("headers", F.array()), lambda h: h["key"] == contracts.APPLIED_HEADER)
+
+
+def bars_to_apply(raw: DataFrame) -> DataFrame:
+    """Kafka rows of the bars topic -> the admitted bars (and rejects) of every producer but the bars job. The bars
+    job's own bars are counted, then dropped before admission, in the JVM: they are most of the topic, and
+    admitting them only to skip them cost this job a Python hand-over per batch (about 20% of the machine's CPU
+    during a backlog drain, docs/benchmarks.md)."""
+    applied = applied_by_bars_job()
+    counted = raw.observe(APPLIED_METRICS, F.count(F.when(applied, 1)).alias("applied_by_bars_job"))
+    return parse_bars(counted.filter(~applied))
 
 
 def latest_bars(records: list[dict[str, Any]]) -> list[Bar]:
@@ -66,9 +80,9 @@ class ProviderBarsBatch:
         # One Spark action per micro-batch: the batch is small (bounded by maxOffsetsPerTrigger) and every row of
         # it is written from the driver anyway; each extra action or shuffle costs seconds on a 2-core cluster.
         # Collected as Arrow: no Row object per value (5,000 bars: 0.4 s less than collect()).
-        records = batch.select(*REJECT_FIELDS, "applied", *BAR_FIELDS).toArrow().to_pylist()
+        records = batch.select(*REJECT_FIELDS, *BAR_FIELDS).toArrow().to_pylist()
         insert_rejects("provider_bars_job", [r for r in records if r["reject_code"] is not None])
-        bars = latest_bars([r for r in records if r["reject_code"] is None and not r["applied"]])
+        bars = latest_bars([r for r in records if r["reject_code"] is None])
         collected = time.monotonic()
         if not bars:
             return
@@ -102,17 +116,12 @@ def main() -> None:
 
     spark = spark_session("sparktrends-provider-bars")
     purge_stale_staging()
-    bars = parse_bars(
+    bars = bars_to_apply(
         read_kafka_stream(
             spark, args.bars_topic, args.starting_offsets, args.max_offsets_per_trigger, include_headers=True
         )
     )
-    observed = bars.observe(
-        QUERY,
-        F.count(F.lit(1)).alias("bars_in"),
-        F.count(F.col("reject_code")).alias("rejects"),
-        F.count(F.when(F.col("applied"), 1)).alias("applied_by_bars_job"),
-    )
+    observed = bars.observe(QUERY, F.count(F.lit(1)).alias("bars_in"), F.count(F.col("reject_code")).alias("rejects"))
     query = (
         observed.writeStream.queryName(QUERY)
         .foreachBatch(
