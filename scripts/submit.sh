@@ -33,10 +33,14 @@ PY
 # ~0.6 s), and a stateful query keeps this number for life. Executor logs roll at 10 MB, five kept: a streaming job
 # runs for weeks. Each driver's UI serves Spark's metrics for Prometheus at /metrics/prometheus/ (with every streaming
 # query's input and processing rates, batch latency and watermark) and executors' at /metrics/executors/prometheus/.
+# JVMs compile with C1 only (TieredStopAtLevel=1): a streaming query generates fresh classes every micro-batch (its
+# watermark and batch values are literals in the generated code), so C2 kept recompiling for the job's whole life;
+# in a backlog drain the JIT threads took about a fifth of the machine's CPU (docs/decisions.md, issue 16).
+jvm_options="-Duser.timezone=UTC -XX:TieredStopAtLevel=1"
 exec spark-submit --master "$master" --py-files "$zip_path" \
   --conf "spark.sql.session.timeZone=UTC" \
-  --conf "spark.driver.extraJavaOptions=-Duser.timezone=UTC" \
-  --conf "spark.executor.extraJavaOptions=-Duser.timezone=UTC" \
+  --conf "spark.driver.extraJavaOptions=$jvm_options" \
+  --conf "spark.executor.extraJavaOptions=$jvm_options" \
   --conf "spark.cores.max=${SPARK_APP_CORES:-2}" \
   --conf "spark.executor.memory=${SPARK_EXECUTOR_MEMORY:-1g}" \
   --conf "spark.sql.shuffle.partitions=${SPARK_SHUFFLE_PARTITIONS:-2}" \
