@@ -220,8 +220,7 @@ pub fn check_fields(kind: &str, object: &Map<String, Value>) -> Checked<()> {
             )
         };
         match (field.field_type, value) {
-            (FieldType::Symbol, Value::String(s)) => check_symbol(s)?,
-            (FieldType::Text, Value::String(s)) => check_text(name, s)?,
+            (FieldType::Symbol | FieldType::Text, Value::String(s)) => check_field_text(field, s)?,
             (FieldType::Int64, Value::Number(n)) if n.is_i64() => {}
             (FieldType::Int64, Value::Number(n)) if n.is_u64() => {
                 return fail(RejectCode::NumberOutOfRange, format!("{name} = {n}"))
@@ -239,13 +238,58 @@ pub fn check_fields(kind: &str, object: &Map<String, Value>) -> Checked<()> {
             }
             _ => return wrong(),
         }
-        if let (Some(group), Value::String(s)) = (&field.names, value) {
-            if !spec::is_name(group, s) {
-                return fail(RejectCode::UnknownName, format!("{name} = {s:?}"));
+    }
+    Ok(())
+}
+
+/// The rules of a text or symbol field's value: its type's, then its `names` group's (contracts/messages.json).
+fn check_field_text(field: &spec::FieldSpec, text: &str) -> Checked<()> {
+    match field.field_type {
+        FieldType::Symbol => check_symbol(text)?,
+        _ => check_text(&field.name, text)?,
+    }
+    match &field.names {
+        Some(group) if !spec::is_name(group, text) => fail(
+            RejectCode::UnknownName,
+            format!("{} = {text:?}", field.name),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `check_fields` for a trade a typed parse gave: the same rules in the contract's order. The typed parse already
+/// held every field to its type and every required field to its presence, so only the text rules are left.
+fn check_trade_fields(trade: &Trade) -> Checked<()> {
+    for field in &spec::message("trade").fields {
+        let text = match field.name.as_str() {
+            "source" => Some(trade.source.as_str()),
+            "symbol" => Some(trade.symbol.as_str()),
+            "trade_id" => trade.trade_id.as_deref(),
+            // An absent kind parses as the default, which passes the same rules an absent one skips.
+            "kind" => Some(trade.kind.as_str()),
+            "side" => trade.side.map(|s| s.as_str()),
+            "conditions" => {
+                check_conditions(trade.conditions.as_deref())?;
+                None
             }
+            _ => None,
+        };
+        if let Some(text) = text {
+            check_field_text(field, text)?;
         }
     }
     Ok(())
+}
+
+/// A trade parsed straight into its struct, when the message is a well-formed trade: about three times faster
+/// than through a JSON map, and the common case by far. `None` (the message is not a plain valid-typed trade
+/// object: empty, too large, not UTF-8, malformed, a wrong type, a missing field, a duplicate key, an unknown
+/// name) sends it through `admit`, which gives the code.
+fn typed_trade(raw: &[u8]) -> Option<Trade> {
+    if raw.is_empty() || raw.len() as i64 > limits::MAX_MESSAGE_BYTES {
+        return None;
+    }
+    serde_json::from_str(std::str::from_utf8(raw).ok()?).ok()
 }
 
 fn admit<T: DeserializeOwned>(kind: &str, raw: &[u8]) -> Checked<T> {
@@ -258,6 +302,20 @@ fn admit<T: DeserializeOwned>(kind: &str, raw: &[u8]) -> Checked<T> {
 
 /// A raw `market.trades` value, admitted or refused.
 pub fn admit_trade(raw: &[u8], received: Received) -> Checked<Trade> {
+    let trade = match typed_trade(raw) {
+        Some(trade) => {
+            check_trade_fields(&trade)?;
+            trade
+        }
+        None => admit("trade", raw)?,
+    };
+    check_trade(&trade, received)?;
+    Ok(trade)
+}
+
+/// `admit_trade` without its typed fast path: what the fast path must agree with (tests).
+#[doc(hidden)]
+pub fn admit_trade_through_map(raw: &[u8], received: Received) -> Checked<Trade> {
     let trade: Trade = admit("trade", raw)?;
     check_trade(&trade, received)?;
     Ok(trade)
@@ -509,4 +567,22 @@ pub fn printable_payload(raw: &[u8]) -> String {
         out.push_str(&format!("… ({} bytes in all)", raw.len()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_typed_trade_check_reads_every_text_field_of_the_contract() {
+        // check_trade_fields' match arms: a text field added to the contract must be added there too.
+        let handled = ["source", "symbol", "trade_id", "kind", "side", "conditions"];
+        let texts: Vec<&str> = spec::message("trade")
+            .fields
+            .iter()
+            .filter(|f| !matches!(f.field_type, FieldType::Int64 | FieldType::Float64))
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(texts, handled);
+    }
 }

@@ -74,6 +74,28 @@ fn every_trade_batch_gets_a_code_per_trade() {
 }
 
 #[test]
+fn the_typed_fast_path_agrees_with_admission_through_a_json_map() {
+    let mut compared = 0;
+    for case in cases("trades.jsonl")
+        .into_iter()
+        .chain(cases("trade_batches.jsonl"))
+    {
+        let received = Received::history(case.received_ms);
+        for element in admit_trade_message(&case.raw, received) {
+            let through_map = admission::admit_trade_through_map(element.raw, received);
+            assert_eq!(
+                admit_trade(element.raw, received),
+                through_map,
+                "{}",
+                case.name
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 50, "{compared} trades compared");
+}
+
+#[test]
 fn a_single_trade_message_is_one_element_with_its_own_code() {
     for case in cases("trades.jsonl") {
         let elements = admit_trade_message(&case.raw, Received::history(case.received_ms));
