@@ -10,6 +10,8 @@ on fresh topics and a fresh database, and are idle before any trade is sent. Thr
   Run once per ingest --trade-batch-max in BENCH_PIPELINE_TRADE_BATCHES (default "200,1"): ingest's default (the
   contract's trade.batch producer_trades), a symbol's trades in trade batches of up to 200 per Kafka message,
   against one message per trade.
+- backlog: the same trades already on the topic when the jobs start (a restart after a stop): Spark's rate without
+  the producer beside it, in micro-batches as large as the bars job's bound, timed from spark-submit.
 - workers: the same drain with a second Spark worker on this machine registered with the master (as compose's
   `--scale spark-worker=2` does): the jobs' executors spread over both (their cores in use are sampled).
 - latency: a live synthetic market at wall-clock pace. A bar closes when event time passes its end plus the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -60,7 +63,7 @@ TRADES_PER_MINUTE = float(os.environ.get("BENCH_PIPELINE_TRADES_PER_MINUTE", 100
 TRIGGER_S = int(os.environ.get("BENCH_PIPELINE_TRIGGER_S", 5))  # the jobs' shipped default
 # Latency is measured once per trigger interval: the shipped 5 s, and 1 s (batches then run back to back).
 LATENCY_TRIGGERS_S = [int(t) for t in os.environ.get("BENCH_PIPELINE_LATENCY_TRIGGERS_S", "5,1").split(",")]
-PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,workers,latency").split(",")
+PARTS = os.environ.get("BENCH_PIPELINE_PARTS", "throughput,backlog,workers,latency").split(",")
 EXTRA_WORKER_UI_PORT = 8091  # the second worker of the `workers` part
 # Trades per micro-batch, as the bars job's default bounds them: Spark counts Kafka messages, so a drain passes this
 # divided by its trades per message.
@@ -83,7 +86,7 @@ class Run:
     """Fresh topics, a fresh database and the two streaming jobs, torn down on exit."""
 
     def __init__(self, settings: stack.Settings, label: str, workdir: Path, trigger_s: int = TRIGGER_S,
-                 trade_batch: int = TRADE_BATCHES[0]) -> None:  # fmt: skip
+                 trade_batch: int = TRADE_BATCHES[0], start: bool = True) -> None:  # fmt: skip
         from confluent_kafka.admin import AdminClient, NewTopic
 
         self.settings = settings
@@ -98,6 +101,14 @@ class Run:
         self.env = {**os.environ, **settings.client_env(), **stack.spark_env(settings), "POSTGRES_DB": DATABASE,
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
         migrate.recreate_database(DATABASE, {**self.env, **settings.owner_env()})
+        self.trigger_s, self.workdir = trigger_s, workdir
+        self.jobs: list[StreamingJob] = []
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Starts both jobs and waits for each one's first micro-batch."""
+        trigger_s, workdir = self.trigger_s, self.workdir
         # The trigger is the bars job's: how often trades are read. The metrics job looks for new bars at its
         # default interval (500 ms).
         self.jobs = [
@@ -109,7 +120,7 @@ class Run:
                                          "--checkpoint", str(workdir / "ckpt-metrics")], self.env),
         ]  # fmt: skip
         for job in self.jobs:
-            job.wait_for("its first (empty) micro-batch", lambda job=job: bool(job.batches), timeout=300)
+            job.wait_for("its first micro-batch", lambda job=job: bool(job.batches), timeout=300)
 
     def connect(self):  # noqa: ANN201 - psycopg.Connection
         import psycopg
@@ -367,6 +378,41 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
     ]
 
 
+def backlog(settings: stack.Settings, ingest: Path, workdir: Path) -> list[dict]:
+    """The drain's trades already on the topic when the jobs start, as after a stop: Spark's rate alone, in
+    micro-batches as large as the bars job's bound, from spark-submit on (the JVMs and Python workers start cold)."""
+    trades_file = workdir / "trades.parquet"
+    trades, expected_bars = market(ingest, trades_file, START, MINUTES, [f"SYN{i:03}" for i in range(SYMBOLS)])
+    run = Run(settings, "backlog", workdir, start=False)
+    try:
+        replay(run, ingest, trades_file)
+        messages = run.trade_messages()
+        print(f"bench: pipeline backlog: {trades.num_rows:,} trades in {messages:,} messages on the topic", flush=True)
+        started = time.time()
+        run.start()
+        done = wait_for_rows(run, "metrics_1m", "SYN", expected_bars, started)
+        lines = [line for line in run.jobs[0].lines if line.startswith("[stream] bars batch=")]
+        took = [re.search(r" took=(\S+)s ", line) for line in lines]
+    finally:
+        run.close()
+    seconds = done - started
+    return [
+        {
+            "name": "trades -> bars -> metrics -> Postgres (backlog on the topic before the jobs start)",
+            "impl": "bars job + metrics job (Rust UDFs), Spark standalone",
+            "value": round(trades.num_rows / seconds),
+            "unit": "trades/s",
+            "notes": f"{trades.num_rows:,} trades in {messages:,} messages, {SYMBOLS} symbols, {expected_bars:,} bars "
+            f"in {seconds:.1f}s from spark-submit (the JVMs and Python workers start cold); max {run.max_offsets:,} "
+            f"offsets/trigger; the bars query's micro-batches reported by then took "
+            f"{', '.join(m.group(1) + ' s' for m in took if m)}",
+            "trades": trades.num_rows,
+            "messages": messages,
+            "seconds": round(seconds, 2),
+        }
+    ]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -454,6 +500,9 @@ def run(settings: stack.Settings) -> list[dict]:
             for trade_batch in TRADE_BATCHES:
                 (workdir / f"drain-{trade_batch}").mkdir()
                 rows += throughput(settings, ingest, workdir / f"drain-{trade_batch}", trade_batch=trade_batch)
+        if "backlog" in PARTS:
+            (workdir / "backlog").mkdir()
+            rows += backlog(settings, ingest, workdir / "backlog")
         if "workers" in PARTS:
             (workdir / "drain-2").mkdir()
             rows += throughput(settings, ingest, workdir / "drain-2", workers=2)

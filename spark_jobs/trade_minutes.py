@@ -176,17 +176,24 @@ def _value_bytes(values: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
     return offsets[values.offset : values.offset + len(values) + 1].astype(np.int64), values.buffers()[2]
 
 
+def pack_field(packs: pa.StructArray, name: str) -> pa.Array:
+    """A field of packs (PACKS' values) as an array of its own. Unlike `StructArray.field`, `flatten` applies the
+    struct's own offset, which a flattened list of packs can have."""
+    return packs.flatten()[packs.type.get_field_index(name)]
+
+
 def unpacked(packs: pa.StructArray) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """Packs (PACKS' values) -> their trades' PACKED_TRADE records, the pack each trade came in, and their ids
     (null: no id), in pack order."""
-    bounds, data = _value_bytes(packs.field("trades"))
+    bounds, data = _value_bytes(pack_field(packs, "trades"))
     counts = np.diff(bounds) // PACKED_TRADE.itemsize
     records = np.frombuffer(data, PACKED_TRADE, count=int(counts.sum()), offset=int(bounds[0]))
     pack_of = np.repeat(np.arange(len(packs)), counts)
-    id_bounds, id_data = _value_bytes(packs.field("ids"))
+    id_bounds, id_data = _value_bytes(pack_field(packs, "ids"))
     lengths = records["id_length"]
-    id_offsets = id_bounds[0] + np.r_[0, np.cumsum(np.maximum(lengths, 0))]
-    ids = pa.Array.from_buffers(pa.large_string(), len(records), [None, pa.py_buffer(id_offsets), id_data])
+    id_offsets = np.r_[0, np.cumsum(np.maximum(lengths, 0))].astype(np.int64)
+    ids_bytes = id_data.slice(int(id_bounds[0]), int(id_bounds[-1] - id_bounds[0]))
+    ids = pa.Array.from_buffers(pa.large_string(), len(records), [None, pa.py_buffer(id_offsets), ids_bytes])
     present = pa.array(lengths != NO_ID_LENGTH)
     return records, pack_of, pc.if_else(present, ids, pa.scalar(None, pa.large_string())).cast(pa.string())
 
@@ -228,7 +235,8 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     records, pack_of, ids = unpacked(flat)
     pack_minute = np.repeat(np.arange(len(packs)), pc.fill_null(pc.list_value_length(packs), 0).to_numpy())
     minute = pack_minute[pack_of]
-    source_code = _codes(flat.field("source"))[pack_of]
+    pack_sources = pack_field(flat, "source")
+    source_code = _codes(pack_sources)[pack_of]
 
     # Duplicates: one per (minute, source, trade id), the first on the topic. A trade without an id has no
     # identity, so it is never a duplicate: its code is its own.
@@ -247,7 +255,7 @@ def bars_of(batch: pa.RecordBatch) -> pa.RecordBatch:
     updates_price, counted = (flags & UPDATES_PRICE) != 0, (flags & UPDATES_VOLUME) != 0
     is_trade, sided, bought = (flags & EXECUTION) != 0, (flags & SIDED) != 0, (flags & BOUGHT) != 0
     numeric_id = integer_ids(ids.take(pa.array(keep)))
-    sources = flat.field("source").take(pa.array(pack_of[keep]))
+    sources = pack_sources.take(pa.array(pack_of[keep]))
 
     # Price rank: 0 may set the price, 1 only counts in volume, 2 sets nothing (an official open or close print).
     rank = np.where(updates_price, 0, np.where(counted, 1, 2))

@@ -118,6 +118,18 @@ def test_bars_from_minute_rows_equal_the_reference_whatever_the_batches(seed: in
         assert got[key]["origin"] == "trades"
 
 
+def test_a_sliced_batch_of_packs_gives_the_bars_of_the_same_rows_copied() -> None:
+    """Arrow batches can be slices (their lists' and packs' offsets do not start at 0): the packs are read at their
+    offsets, not from the start of the buffers."""
+    rng = random.Random(3)
+    minutes = gathered(list(trade_minutes.admit_minutes(kafka_batches(rng, random_trades(rng, 400)))))
+    sliced = minutes.slice(2)
+    copied = pa.RecordBatch.from_pylist(sliced.to_pylist(), schema=sliced.schema)
+    assert sliced.column("packs").offset == 2 and copied.column("packs").offset == 0
+    assert trade_minutes.bars_of(sliced).to_pylist() == trade_minutes.bars_of(copied).to_pylist()
+    assert trade_minutes.bars_of(copied).num_rows == sliced.num_rows > 0
+
+
 def test_refusals_keep_their_coordinates_and_are_not_minutes() -> None:
     good = {"source": "replay", "symbol": "AAA", "ts_ms": T0, "price": 10.0, "size": 1.0, "trade_id": "1"}
     bad = [{**good, "price": -1.0}, {**good, "ts_ms": RECEIVED + 10 * MINUTE}]
