@@ -49,6 +49,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
+from cpu_sampler import CpuSampler  # noqa: E402
+
 import cargo_bin  # noqa: E402
 import migrate  # noqa: E402
 import stack  # noqa: E402
@@ -121,6 +123,15 @@ class Run:
         ]  # fmt: skip
         for job in self.jobs:
             job.wait_for("its first micro-batch", lambda job=job: bool(job.batches), timeout=300)
+
+    def spark_apps(self) -> dict[str, str]:
+        """Each running job's Spark application id -> the job's name (for CpuSampler's labels)."""
+        apps = {}
+        for job in self.jobs:
+            for line in job.lines:
+                if match := re.search(r"Connected to Spark cluster with app ID (\S+)", line):
+                    apps[match.group(1)] = job.name
+        return apps
 
     def connect(self):  # noqa: ANN201 - psycopg.Connection
         import psycopg
@@ -332,11 +343,12 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
         wait_for_rows(run, "metrics_1m", "WARM", warm_bars, warm_started)
         print(f"bench: pipeline throughput: warm after {time.time() - warm_started:.0f}s", flush=True)
         before = run.trade_messages()
-        started = time.time()
-        replay(run, ingest, trades_file, trade_batch)
-        produced = time.time()
-        messages = run.trade_messages() - before
-        done = wait_for_rows(run, "metrics_1m", "SYN", expected_bars, started)
+        with CpuSampler(run.spark_apps()) as cpu:
+            started = time.time()
+            replay(run, ingest, trades_file, trade_batch)
+            produced = time.time()
+            messages = run.trade_messages() - before
+            done = wait_for_rows(run, "metrics_1m", "SYN", expected_bars, started)
         with run.connect() as conn:
             (bars,) = conn.execute("SELECT count(*) FROM bars_1m WHERE symbol LIKE 'SYN%'").fetchone()
         late = sum(run.jobs[0].late_dropped.values())
@@ -368,7 +380,8 @@ def _drain(settings: stack.Settings, ingest: Path, workdir: Path, trades: pa.Tab
             f"{seconds:.1f}s "
             f"(producer done after {produced - started:.1f}s); {late} late-dropped; trigger {TRIGGER_S}s, "
             f"max {run.max_offsets:,} offsets/trigger; jobs warmed up first{spread}; bars job's executor "
-            f"time by stage side (task time, 2 cores): {top}",
+            f"time by stage side (task time, 2 cores): {top}; {cpu.summary(seconds)}",
+            "cpu_s": cpu.seconds(),
             "trades": trades.num_rows,
             "messages": messages,
             "trade_batch": trade_batch,
