@@ -48,9 +48,8 @@ def applied_by_bars_job() -> Column:
 
 def bars_to_apply(raw: DataFrame) -> DataFrame:
     """Kafka rows of the bars topic -> the admitted bars (and rejects) of every producer but the bars job. The bars
-    job's own bars are counted, then dropped before admission, in the JVM: they are most of the topic, and
-    admitting them only to skip them cost this job a Python hand-over per batch (about 20% of the machine's CPU
-    during a backlog drain, docs/benchmarks.md)."""
+    job's own bars are counted, then dropped before admission, in the JVM: they are most of the topic, and were
+    admitted in Python workers only to be skipped."""
     applied = applied_by_bars_job()
     counted = raw.observe(APPLIED_METRICS, F.count(F.when(applied, 1)).alias("applied_by_bars_job"))
     return parse_bars(counted.filter(~applied))

@@ -125,8 +125,7 @@ def _minutes(valid: pa.RecordBatch) -> pa.RecordBatch:
     # One integer per (source, symbol, minute); a stable sort keeps each group's trades in their order on the topic.
     group = (source.astype(np.int64) * (int(symbol.max()) + 1) + symbol) * (int(minute.max()) + 1) + minute
     order = np.argsort(group, kind="stable")
-    group = group[order]
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    starts = _edges(group[order])[0]
     bounds = np.r_[starts, len(order)]
     first = pa.array(order[starts])
     ids = pc.fill_null(valid.column("trade_id").take(pa.array(order)), "")
@@ -191,11 +190,12 @@ def unpacked(packs: pa.StructArray) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     pack_of = np.repeat(np.arange(len(packs)), counts)
     id_bounds, id_data = _value_bytes(pack_field(packs, "ids"))
     lengths = records["id_length"]
-    id_offsets = np.r_[0, np.cumsum(np.maximum(lengths, 0))].astype(np.int64)
+    # The ids as a string array of their own: offsets from 0 into the packs' id bytes, and a validity bitmap (a
+    # boolean array's values are one) marking the trades that have one.
+    id_offsets = pa.py_buffer(np.r_[0, np.cumsum(np.maximum(lengths, 0))].astype(np.int32))
     ids_bytes = id_data.slice(int(id_bounds[0]), int(id_bounds[-1] - id_bounds[0]))
-    ids = pa.Array.from_buffers(pa.large_string(), len(records), [None, pa.py_buffer(id_offsets), ids_bytes])
-    present = pa.array(lengths != NO_ID_LENGTH)
-    return records, pack_of, pc.if_else(present, ids, pa.scalar(None, pa.large_string())).cast(pa.string())
+    present = pa.array(lengths != NO_ID_LENGTH).buffers()[1]
+    return records, pack_of, pa.Array.from_buffers(pa.string(), len(records), [present, id_offsets, ids_bytes])
 
 
 NO_ID = np.iinfo(np.int64).min

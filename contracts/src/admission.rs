@@ -284,7 +284,7 @@ fn check_trade_fields(trade: &Trade) -> Checked<()> {
 /// A trade parsed straight into its struct, when the message is a well-formed trade: about three times faster
 /// than through a JSON map, and the common case by far. `None` (the message is not a plain valid-typed trade
 /// object: empty, too large, not UTF-8, malformed, a wrong type, a missing field, a duplicate key, an unknown
-/// name) sends it through `admit`, which gives the code.
+/// name) sends it through the JSON map, which gives the code.
 fn typed_trade(raw: &[u8]) -> Option<Trade> {
     if raw.is_empty() || raw.len() as i64 > limits::MAX_MESSAGE_BYTES {
         return None;
@@ -302,18 +302,16 @@ fn admit<T: DeserializeOwned>(kind: &str, raw: &[u8]) -> Checked<T> {
 
 /// A raw `market.trades` value, admitted or refused.
 pub fn admit_trade(raw: &[u8], received: Received) -> Checked<Trade> {
-    let trade = match typed_trade(raw) {
-        Some(trade) => {
-            check_trade_fields(&trade)?;
-            trade
-        }
-        None => admit("trade", raw)?,
+    let Some(trade) = typed_trade(raw) else {
+        return admit_trade_through_map(raw, received);
     };
+    check_trade_fields(&trade)?;
     check_trade(&trade, received)?;
     Ok(trade)
 }
 
-/// `admit_trade` without its typed fast path: what the fast path must agree with (tests).
+/// `admit_trade` without its typed fast path: every message the fast path declines, and what it must agree
+/// with (tests).
 #[doc(hidden)]
 pub fn admit_trade_through_map(raw: &[u8], received: Received) -> Checked<Trade> {
     let trade: Trade = admit("trade", raw)?;
